@@ -1,0 +1,1 @@
+"""Provisioner for self-hosted LangSmith on AWS."""

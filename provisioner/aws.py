@@ -1,0 +1,95 @@
+"""The one place that makes AWS clients.
+
+Credentials, region and endpoint come from the standard AWS environment (AWS_PROFILE,
+AWS_REGION, AWS_ENDPOINT_URL, ...); nothing here names an endpoint. Every call is
+counted, split into mutating and read-only and attributed to the step that made it,
+which is how apply proves a no-op re-run changes nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import boto3
+from botocore.config import Config
+
+# botocore's standard mode retries throttling and transient faults with jittered
+# back-off; ten attempts ride out the bursts a parallel apply can cause.
+RETRY_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 10},
+                      user_agent_extra="langsmith-aws-provisioner")
+READ_ONLY_PREFIXES = ("Describe", "List", "Get", "Head")
+
+_current_step = threading.local()
+
+
+def make_session(region: str) -> boto3.session.Session:
+    return boto3.session.Session(region_name=region)
+
+
+def is_mutating(operation: str) -> bool:
+    return not operation.startswith(READ_ONLY_PREFIXES)
+
+
+class CallLedger:
+    """Counts AWS calls per step and kind, thread-safely."""
+
+    def __init__(self):
+        self._mutex = threading.Lock()
+        self.by_step: dict[str, Counter] = {}
+
+    def add(self, step: str, mutating: bool) -> None:
+        with self._mutex:
+            self.by_step.setdefault(step, Counter())["mutating" if mutating else "read"] += 1
+
+    def totals(self) -> Counter:
+        with self._mutex:
+            total = Counter()
+            for counts in self.by_step.values():
+                total.update(counts)
+            return total
+
+    def for_step(self, step: str) -> Counter:
+        with self._mutex:
+            return Counter(self.by_step.get(step, {}))
+
+
+class Aws:
+    """Cached boto3 clients for one region, sharing one session and one call ledger."""
+
+    def __init__(self, region: str):
+        self.region = region
+        self.session = make_session(region)
+        self.ledger = CallLedger()
+        self.session.events.register("before-call", self._count)
+        self._clients: dict[str, object] = {}
+        self._mutex = threading.Lock()
+        self._account: str | None = None
+
+    def client(self, service: str):
+        with self._mutex:
+            if service not in self._clients:
+                self._clients[service] = self.session.client(service, config=RETRY_CONFIG)
+            return self._clients[service]
+
+    def account_id(self) -> str:
+        if self._account is None:
+            self._account = self.client("sts").get_caller_identity()["Account"]
+        return self._account
+
+    def _count(self, model, **_):
+        self.ledger.add(getattr(_current_step, "name", "-"), is_mutating(model.name))
+
+
+class attributed_to:
+    """Attribute the AWS calls made in this thread to a step while the block runs."""
+
+    def __init__(self, step: str):
+        self.step = step
+
+    def __enter__(self):
+        self.previous = getattr(_current_step, "name", "-")
+        _current_step.name = self.step
+
+    def __exit__(self, *exc):
+        _current_step.name = self.previous

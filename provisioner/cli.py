@@ -1,0 +1,228 @@
+"""Command line: python -m provisioner <command> CONFIG [options].
+
+Exit codes: 0 success; 1 a step failed, drift found, or the deployment is locked (the
+state says what exists; re-running resumes); 2 bad input, reported before any AWS call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import uuid
+
+from . import config as config_module
+from . import graph as step_graph
+from .aws import Aws
+from .errors import LockHeld, UserError
+from .events import Events
+from .orchestrator import Orchestrator
+from .state import StateStore, default_path, locked
+
+COMMANDS = {
+    "apply": "create or resume the whole stack",
+    "plan": "show what apply would create or change (read-only)",
+    "verify": "check live resources against the config; exit 1 on drift",
+    "status": "show each step's status from the state file",
+    "destroy": "tear everything down in reverse order (works without the state file)",
+    "graph": "print the create and destroy orders (text, DOT or Mermaid)",
+    "outputs": "print the outputs recorded in the state",
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m provisioner",
+                                  description="Stand up, check and tear down self-hosted LangSmith on AWS.")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command, help_text in COMMANDS.items():
+        cmd = sub.add_parser(command, help=help_text, description=help_text)
+        cmd.add_argument("config", help="path of the YAML config")
+        cmd.add_argument("--state", help="state file (default state/<name_prefix>-<environment>.json)")
+        cmd.add_argument("--json", action="store_true", help="machine-readable output (NDJSON events)")
+        if command in ("apply", "destroy"):
+            cmd.add_argument("--yes", action="store_true", help="do not ask for confirmation (CI)")
+        if command in ("apply", "destroy", "plan", "verify"):
+            cmd.add_argument("--parallelism", type=_positive, default=8, help="steps run at once (default 8)")
+        if command == "graph":
+            cmd.add_argument("--format", choices=("text", "dot", "mermaid"), default="text")
+    return top
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of 1 or more")
+    return value
+
+
+def main(argv: list[str] | None = None, stdin=None, stdout=None, stderr=None) -> int:
+    stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        config = config_module.load(args.config)
+        state_path = args.state or config["state"].get("path") or default_path(config.deployment)
+        return COMMAND_HANDLERS[args.command](args, config, state_path, stdin, stdout)
+    except UserError as exc:
+        stderr.write("error: " + str(exc).replace("\n", "\n  ") + "\n")
+        return exc.exit_code
+    except LockHeld as exc:
+        stderr.write(f"error: {exc}\n")
+        return exc.exit_code
+
+
+def _confirm(args, stdin, stdout, summary: str) -> None:
+    if args.yes:
+        return
+    if not (hasattr(stdin, "isatty") and stdin.isatty()):
+        raise UserError(f"{args.command} needs confirmation and there is no terminal to ask on; "
+                        "add --yes to proceed without asking")
+    stdout.write(summary + "\nProceed? Only 'yes' is accepted: ")
+    stdout.flush()
+    if stdin.readline().strip() != "yes":
+        raise UserError(f"{args.command} cancelled; nothing was changed")
+
+
+def _run_with_lock(args, config, state_path, stdout, action) -> int:
+    state = StateStore(state_path, config.deployment)
+    events = Events(as_json=args.json, stream=stdout)
+    run_id = uuid.uuid4().hex[:12]
+    with locked(state_path, run_id, args.command):
+        aws = Aws(config["region"])
+        orchestrator = Orchestrator(config, state, aws, events, args.parallelism)
+        events.emit("run_started", message=f"{args.command} {config.deployment} in {config['region']} "
+                    f"(state {state_path}, run {run_id})", command=args.command, run_id=run_id)
+        result = action(orchestrator)
+        calls = aws.ledger.totals()
+        verdict = "complete" if result.ok else "FAILED"
+        detail = f"{len(result.succeeded)} steps ok"
+        if result.failed:
+            detail += f", failed: {', '.join(result.failed)}"
+        if result.not_started:
+            detail += f", not started: {', '.join(result.not_started)}"
+        hint = "" if result.ok else f"; fix the cause and run `{args.command}` again to resume"
+        events.emit("run_finished", message=f"{args.command.capitalize()} {verdict} in {events.elapsed():.1f}s: "
+                    f"{detail}. AWS calls: {calls['mutating']} mutating, {calls['read']} read{hint}",
+                    ok=result.ok, succeeded=result.succeeded, failed=result.failed,
+                    not_started=result.not_started, aws_calls=dict(calls))
+        return 0 if result.ok else 1
+
+
+def cmd_apply(args, config, state_path, stdin, stdout) -> int:
+    StateStore(state_path, config.deployment)  # a bad state file stops us before any question
+    waves = step_graph.waves(step_graph.build(config))
+    order = " -> ".join(", ".join(wave) for wave in waves)
+    _confirm(args, stdin, stdout, f"apply {config.deployment} in {config['region']}: steps {order}\n"
+             "(run `plan` first for the per-resource changes)")
+    return _run_with_lock(args, config, state_path, stdout, lambda orch: orch.apply())
+
+
+def cmd_destroy(args, config, state_path, stdin, stdout) -> int:
+    StateStore(state_path, config.deployment)
+    waves = step_graph.waves(step_graph.build(config, for_destroy=True).reverse(copy=True))
+    order = " -> ".join(", ".join(wave) for wave in waves)
+    _confirm(args, stdin, stdout,
+             f"destroy {config.deployment} in {config['region']}: every resource tagged "
+             f"provisioner:deployment={config.deployment}, steps {order}.\n"
+             "The traces bucket is emptied and deleted; RDS keeps a final snapshot "
+             f"{'(skipped: postgres_skip_final_snapshot)' if config['postgres_skip_final_snapshot'] else ''}.")
+    return _run_with_lock(args, config, state_path, stdout, lambda orch: orch.destroy())
+
+
+def _check(args, config, state_path):
+    state = StateStore(state_path, config.deployment)
+    orchestrator = Orchestrator(config, state, Aws(config["region"]), Events(as_json=args.json), args.parallelism)
+    return orchestrator.check()
+
+
+def _summarise(findings) -> str:
+    if not findings:
+        return "no changes"
+    if all(f.missing for f in findings):
+        return "create"
+    return "update"
+
+
+def cmd_plan(args, config, state_path, stdin, stdout) -> int:
+    report = _check(args, config, state_path)
+    if args.json:
+        stdout.write(json.dumps({name: {"action": _summarise(f), "findings": [str(x) for x in f]}
+                                 for name, f in report.items()}, indent=2) + "\n")
+        return 0
+    for name, findings in report.items():
+        stdout.write(f"{name:<10} {_summarise(findings)}\n")
+        for finding in findings:
+            stdout.write(f"{'':<10}   {'+' if finding.missing else '~'} {finding}\n")
+    changing = sum(1 for f in report.values() if f)
+    stdout.write(f"\nPlan: {changing} of {len(report)} steps to create or change.\n")
+    return 0
+
+
+def cmd_verify(args, config, state_path, stdin, stdout) -> int:
+    report = _check(args, config, state_path)
+    drift = {name: findings for name, findings in report.items() if findings}
+    if args.json:
+        stdout.write(json.dumps({"ok": not drift, "steps": {name: [str(x) for x in f] for name, f in report.items()}},
+                                indent=2) + "\n")
+    else:
+        for name, findings in report.items():
+            stdout.write(f"{name:<10} {'ok' if not findings else 'DRIFT'}\n")
+            for finding in findings:
+                stdout.write(f"{'':<10}   {finding}\n")
+        stdout.write("\nVerify: " + ("everything matches the config.\n" if not drift else
+                                     f"{len(drift)} step(s) differ from the config; `apply` converges them.\n"))
+    return 1 if drift else 0
+
+
+def cmd_status(args, config, state_path, stdin, stdout) -> int:
+    if not os.path.exists(state_path):
+        stdout.write(f"no state at {state_path}: nothing applied yet (or pass --state)\n")
+        return 0
+    records = StateStore(state_path, config.deployment).all_steps()
+    if args.json:
+        stdout.write(json.dumps(records, indent=2, sort_keys=True) + "\n")
+        return 0
+    stdout.write(f"{'step':<10} {'status':<11} {'ids':>4}  {'finished':<30} last error\n")
+    for name, record in records.items():
+        stdout.write(f"{name:<10} {record.get('status', '?'):<11} {len(record.get('physical_ids', {})):>4}  "
+                     f"{record.get('finished_at') or '-':<30} {record.get('last_error') or ''}\n")
+    return 0
+
+
+def cmd_graph(args, config, state_path, stdin, stdout) -> int:
+    create = step_graph.build(config)
+    destroy = step_graph.build(config, for_destroy=True).reverse(copy=True)
+    if args.format == "dot":
+        stdout.write(step_graph.to_dot(create, "create") + "\n" + step_graph.to_dot(destroy, "destroy") + "\n")
+    elif args.format == "mermaid":
+        stdout.write(step_graph.to_mermaid(create) + "\n\n" + step_graph.to_mermaid(destroy) + "\n")
+    else:
+        for title, graph in (("create", create), ("destroy", destroy)):
+            stdout.write(f"{title} order (steps on one line run at the same time):\n")
+            for number, wave in enumerate(step_graph.waves(graph), 1):
+                stdout.write(f"  {number}. {', '.join(wave)}\n")
+    return 0
+
+
+def cmd_outputs(args, config, state_path, stdin, stdout) -> int:
+    if not os.path.exists(state_path):
+        raise UserError(f"no state at {state_path}: run apply first, or pass --state")
+    records = StateStore(state_path, config.deployment).all_steps()
+    outputs = {name: record.get("outputs", {}) for name, record in records.items() if record.get("outputs")}
+    if args.json:
+        stdout.write(json.dumps(outputs, indent=2, sort_keys=True) + "\n")
+    else:
+        for name, values in outputs.items():
+            for key, value in values.items():
+                stdout.write(f"{name}.{key} = {json.dumps(value)}\n")
+    return 0
+
+
+COMMAND_HANDLERS = {"apply": cmd_apply, "plan": cmd_plan, "verify": cmd_verify, "status": cmd_status,
+                    "destroy": cmd_destroy, "graph": cmd_graph, "outputs": cmd_outputs}

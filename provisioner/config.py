@@ -1,0 +1,277 @@
+"""Loading and validating the deployment config.
+
+Every key the config accepts is declared once in SCHEMA, with its type, default and
+meaning; validation runs before any AWS call and reports every problem at once, each
+naming the key and the fix. Unknown keys are errors, so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Field:
+    type: type | tuple
+    default: Any
+    doc: str
+    choices: tuple | None = None
+
+
+GATEWAY_KEYS = ("enable_nginx_ingress", "enable_envoy_gateway", "enable_istio_gateway")
+HELM_RELEASES = (
+    "aws-load-balancer-controller", "cluster-autoscaler", "metrics-server", "keda",
+    "external-secrets", "cert-manager", "envoy-gateway", "istio-base", "istiod",
+    "istio-ingressgateway", "ingress-nginx", "langsmith",
+)
+
+SCHEMA: dict[str, Field] = {
+    # naming and placement
+    "name_prefix": Field(str, None, "Required. Prefix of every resource name, 1-15 chars: lowercase letters, digits, hyphens; starts with a letter."),
+    "environment": Field(str, "dev", "Second part of the deployment name {name_prefix}-{environment}; 1-10 lowercase letters or digits."),
+    "region": Field(str, None, "AWS region. Falls back to AWS_REGION / AWS_DEFAULT_REGION from the environment."),
+    "tags": Field(dict, {}, "Extra tags put on every taggable resource."),
+    # network
+    "create_vpc": Field(bool, True, "Create the VPC; false means bring your own (vpc_id, private_subnets, public_subnets)."),
+    "vpc_cidr": Field(str, "10.0.0.0/16", "CIDR of the created VPC (prefix /16 to /20); subnets are /21-equivalents carved from it."),
+    "vpc_id": Field(str, "", "Bring-your-own VPC id (create_vpc false)."),
+    "private_subnets": Field(list, [], "Bring-your-own private subnet ids, at least two AZs (create_vpc false)."),
+    "public_subnets": Field(list, [], "Bring-your-own public subnet ids, at least two AZs (create_vpc false)."),
+    # data layer
+    "postgres_source": Field(str, "external", "external: RDS PostgreSQL; in-cluster: the chart's own Postgres.", ("external", "in-cluster")),
+    "postgres_instance_class": Field(str, "db.t3.large", "RDS instance class."),
+    "postgres_allocated_storage": Field(int, 10, "RDS storage in GB (5-65536)."),
+    "postgres_max_allocated_storage": Field(int, 100, "Upper bound for RDS storage autoscaling in GB."),
+    "postgres_engine_version": Field(str, "16", "PostgreSQL major version."),
+    "postgres_backup_retention_days": Field(int, 7, "Automated backup retention in days (0-35)."),
+    "postgres_deletion_protection": Field(bool, True, "RDS deletion protection; destroy turns it off itself."),
+    "postgres_skip_final_snapshot": Field(bool, False, "Destroy without keeping a final RDS snapshot."),
+    "redis_source": Field(str, "external", "external: ElastiCache Redis; in-cluster: the chart's own Redis.", ("external", "in-cluster")),
+    "redis_node_type": Field(str, "cache.m6g.xlarge", "ElastiCache node type."),
+    "redis_engine_version": Field(str, "7.1", "ElastiCache Redis engine version."),
+    "s3_ttl_short_days": Field(int, 14, "Days before objects under ttl_s/ in the traces bucket expire."),
+    "s3_ttl_long_days": Field(int, 400, "Days before objects under ttl_l/ in the traces bucket expire."),
+    # cluster
+    "eks_cluster_version": Field(str, "1.34", "Kubernetes version of the EKS cluster (X.Y)."),
+    "node_instance_type": Field(str, "m5.4xlarge", "Instance type of the managed node group."),
+    "node_min_size": Field(int, 3, "Minimum (and initial) node count."),
+    "node_max_size": Field(int, 10, "Maximum node count for the cluster autoscaler."),
+    # security add-ons
+    "create_firewall": Field(bool, False, "AWS Network Firewall egress allowlist (needs create_vpc)."),
+    "firewall_allowed_fqdns": Field(list, ["beacon.langchain.com"], "Domains the firewall lets out (TLS SNI and HTTP Host)."),
+    "create_waf": Field(bool, False, "WAFv2 web ACL with AWS managed rules on the ALB."),
+    "create_cloudtrail": Field(bool, False, "Multi-region CloudTrail trail with its bucket."),
+    "create_bastion": Field(bool, False, "SSM-managed bastion host for private cluster access."),
+    "alb_access_logs_enabled": Field(bool, False, "ALB access logs to a dedicated bucket."),
+    # edge and TLS
+    "tls_certificate_source": Field(str, "none", "none: HTTP only; acm: ALB/NGINX terminate TLS with ACM; letsencrypt: cert-manager in the cluster (Istio/Envoy).", ("none", "acm", "letsencrypt")),
+    "langsmith_domain": Field(str, "", "Public hostname of LangSmith; with no acm_certificate_arn, a Route 53 zone and ACM certificate are made for it."),
+    "acm_certificate_arn": Field(str, "", "Bring-your-own ACM certificate ARN."),
+    "letsencrypt_email": Field(str, "", "ACME account email (tls_certificate_source letsencrypt)."),
+    "enable_nginx_ingress": Field(bool, False, "Serve through ingress-nginx behind the ALB."),
+    "enable_envoy_gateway": Field(bool, False, "Serve through Envoy Gateway behind the ALB."),
+    "enable_istio_gateway": Field(bool, False, "Serve through an Istio ingress gateway behind the ALB."),
+    # application
+    "deploy_langsmith": Field(bool, True, "Install the LangSmith Helm chart."),
+    "enable_langsmith_deployments": Field(bool, False, "The LangSmith Deployments add-on (host-backend, listener, operator)."),
+    # sections filled in by later features
+    "state": Field(dict, {}, "Where the state lives: {backend: local, path} (default state/{deployment}.json)."),
+    "kubernetes": Field(dict, {}, "How to reach the cluster: {kubeconfig, context} override the EKS endpoint and token."),
+    "charts": Field(dict, {}, "Per-release chart source overrides: {<release>: {repo, chart, version}}."),
+}
+
+SECTION_KEYS = {
+    "state": {"backend": ("local",), "path": None},
+    "kubernetes": {"kubeconfig": None, "context": None},
+}
+CHART_KEYS = ("repo", "chart", "version")
+
+NAME_PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
+ENVIRONMENT_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
+ACM_ARN_RE = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[a-zA-Z0-9-]+$")
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]$")
+
+
+class Config(dict):
+    """The validated config: a dict of every SCHEMA key, plus derived names."""
+
+    @property
+    def deployment(self) -> str:
+        return f"{self['name_prefix']}-{self['environment']}"
+
+    @property
+    def gateway(self) -> str:
+        """alb, nginx, envoy or istio: what serves traffic behind the load balancer."""
+        for key, name in zip(GATEWAY_KEYS, ("nginx", "envoy", "istio")):
+            if self[key]:
+                return name
+        return "alb"
+
+    @property
+    def ssm_prefix(self) -> str:
+        return f"/langsmith/{self.deployment}/"
+
+
+def load(path: str, environ: dict | None = None) -> Config:
+    """Read and validate a YAML config file; raise ConfigError listing every problem."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise ConfigError([f"config file {path!r} not found: pass the path of a YAML config (see config/ for examples)"])
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"config file {path!r} is not valid YAML: {exc}"])
+    return validate(raw, environ if environ is not None else os.environ)
+
+
+def validate(raw: Any, environ) -> Config:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(["the config must be a YAML mapping of keys to values (see config/minimal.yaml)"])
+    problems: list[str] = []
+    for key in raw:
+        if key not in SCHEMA:
+            problems.append(f"{key}: unknown key{_suggest(key, SCHEMA)}; remove it or fix the spelling")
+    cfg = Config()
+    for key, field in SCHEMA.items():
+        value = raw.get(key, field.default)
+        if value is None and field.default is None:
+            cfg[key] = None
+            continue
+        if not _type_ok(value, field.type):
+            problems.append(f"{key}: expected {_type_name(field.type)}, got {value!r}")
+            cfg[key] = field.default
+            continue
+        if field.choices and value not in field.choices:
+            problems.append(f"{key}: {value!r} is not one of {', '.join(field.choices)}")
+        cfg[key] = value
+    if not cfg.get("region"):
+        cfg["region"] = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+    problems += _check_values(cfg) + _check_combinations(cfg) + _check_sections(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def _check_values(cfg: Config) -> list[str]:
+    problems = []
+    prefix = cfg["name_prefix"]
+    if not prefix:
+        problems.append("name_prefix: required; set e.g. `name_prefix: langsmith` (1-15 lowercase letters, digits, hyphens)")
+    elif not NAME_PREFIX_RE.match(prefix):
+        problems.append(f"name_prefix: {prefix!r} must be 1-15 characters of lowercase letters, digits and hyphens, starting with a letter")
+    if not ENVIRONMENT_RE.match(cfg["environment"]):
+        problems.append(f"environment: {cfg['environment']!r} must be 1-10 lowercase letters or digits, starting with a letter (e.g. dev, prod)")
+    if not cfg["region"]:
+        problems.append("region: not set; add `region: us-west-2` (or your region) to the config, or export AWS_REGION")
+    elif not REGION_RE.match(cfg["region"]):
+        problems.append(f"region: {cfg['region']!r} is not an AWS region name like us-west-2")
+    for key, value in cfg["tags"].items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            problems.append(f"tags: {key!r}: tag keys and values must be strings (quote numbers and booleans)")
+        elif key.startswith(("aws:", "provisioner:")) or key == "Name":
+            problems.append(f"tags: {key!r} is reserved (aws:*, provisioner:*, Name are set by the provisioner); rename it")
+    try:
+        network = ipaddress.ip_network(cfg["vpc_cidr"])
+        if not 16 <= network.prefixlen <= 20:
+            problems.append(f"vpc_cidr: {cfg['vpc_cidr']!r} must have a prefix between /16 and /20 so six subnets fit")
+    except ValueError:
+        problems.append(f"vpc_cidr: {cfg['vpc_cidr']!r} is not a network CIDR like 10.0.0.0/16")
+    for key, low, high in (("postgres_allocated_storage", 5, 65536), ("postgres_max_allocated_storage", 5, 65536),
+                           ("postgres_backup_retention_days", 0, 35), ("s3_ttl_short_days", 1, 36500),
+                           ("s3_ttl_long_days", 1, 36500), ("node_min_size", 1, 450), ("node_max_size", 1, 450)):
+        if not low <= cfg[key] <= high:
+            problems.append(f"{key}: {cfg[key]} is out of range; use a number from {low} to {high}")
+    if cfg["postgres_max_allocated_storage"] < cfg["postgres_allocated_storage"]:
+        problems.append("postgres_max_allocated_storage: must be at least postgres_allocated_storage")
+    if cfg["node_min_size"] > cfg["node_max_size"]:
+        problems.append(f"node_min_size: {cfg['node_min_size']} is above node_max_size {cfg['node_max_size']}; lower it or raise node_max_size")
+    if not re.match(r"^[0-9]+\.[0-9]+$", cfg["eks_cluster_version"]):
+        problems.append(f"eks_cluster_version: {cfg['eks_cluster_version']!r} must look like 1.34")
+    if cfg["acm_certificate_arn"] and not ACM_ARN_RE.match(cfg["acm_certificate_arn"]):
+        problems.append("acm_certificate_arn: not an ACM certificate ARN (arn:aws:acm:<region>:<account>:certificate/<id>)")
+    if cfg["letsencrypt_email"] and not EMAIL_RE.match(cfg["letsencrypt_email"]):
+        problems.append(f"letsencrypt_email: {cfg['letsencrypt_email']!r} is not an email address")
+    for key in ("private_subnets", "public_subnets", "firewall_allowed_fqdns"):
+        if not all(isinstance(item, str) and item for item in cfg[key]):
+            problems.append(f"{key}: must be a list of non-empty strings")
+    return problems
+
+
+def _check_combinations(cfg: Config) -> list[str]:
+    problems = []
+    gateways = [key for key in GATEWAY_KEYS if cfg[key]]
+    if len(gateways) > 1:
+        problems.append(f"{gateways[1]}: at most one gateway can be enabled, but {' and '.join(gateways)} are; keep one")
+    tls, gateway = cfg["tls_certificate_source"], cfg.gateway
+    allowed = {"acm": ("alb", "nginx"), "letsencrypt": ("istio", "envoy")}
+    if tls in allowed and gateway not in allowed[tls]:
+        fix = {"acm": "use the plain ALB or enable_nginx_ingress, or set tls_certificate_source letsencrypt",
+               "letsencrypt": "enable_envoy_gateway or enable_istio_gateway, or set tls_certificate_source acm"}[tls]
+        problems.append(f"tls_certificate_source: {tls} does not work with the {gateway} gateway; {fix}")
+    if tls == "acm" and not (cfg["langsmith_domain"] or cfg["acm_certificate_arn"]):
+        problems.append("tls_certificate_source: acm needs langsmith_domain (a certificate is requested) or acm_certificate_arn")
+    if tls == "letsencrypt":
+        if not cfg["letsencrypt_email"]:
+            problems.append("letsencrypt_email: required when tls_certificate_source is letsencrypt")
+        if not cfg["langsmith_domain"]:
+            problems.append("langsmith_domain: required when tls_certificate_source is letsencrypt (the certificate's name)")
+    if cfg["create_firewall"] and not cfg["create_vpc"]:
+        problems.append("create_firewall: needs create_vpc true (the firewall rewires the VPC's routes); turn one of them off/on")
+    if cfg["enable_langsmith_deployments"] and not cfg["deploy_langsmith"]:
+        problems.append("enable_langsmith_deployments: needs deploy_langsmith true")
+    if cfg["create_vpc"]:
+        for key in ("vpc_id", "private_subnets", "public_subnets"):
+            if cfg[key]:
+                problems.append(f"{key}: only used with create_vpc false; remove it or set create_vpc: false")
+    else:
+        if not cfg["vpc_id"]:
+            problems.append("vpc_id: required when create_vpc is false (the id of your VPC, vpc-...)")
+        for key in ("private_subnets", "public_subnets"):
+            if len(cfg[key]) < 2:
+                problems.append(f"{key}: give at least two subnet ids in different AZs when create_vpc is false")
+    return problems
+
+
+def _check_sections(cfg: Config) -> list[str]:
+    problems = []
+    for section, allowed in SECTION_KEYS.items():
+        for key, value in cfg[section].items():
+            if key not in allowed:
+                problems.append(f"{section}.{key}: unknown key{_suggest(key, allowed)}")
+            elif allowed[key] and value not in allowed[key]:
+                problems.append(f"{section}.{key}: {value!r} is not one of {', '.join(allowed[key])}")
+            elif not isinstance(value, str):
+                problems.append(f"{section}.{key}: expected a string")
+    for release, source in cfg["charts"].items():
+        if release not in HELM_RELEASES:
+            problems.append(f"charts.{release}: unknown release{_suggest(release, HELM_RELEASES)}; releases are {', '.join(HELM_RELEASES)}")
+        elif not isinstance(source, dict) or any(key not in CHART_KEYS for key in source):
+            problems.append(f"charts.{release}: expected a mapping with keys among {', '.join(CHART_KEYS)}")
+    return problems
+
+
+def _suggest(key, known) -> str:
+    close = difflib.get_close_matches(str(key), list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _type_ok(value, expected) -> bool:
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def _type_name(expected) -> str:
+    return {str: "a string", bool: "true or false", int: "a whole number", list: "a list", dict: "a mapping"}[expected]

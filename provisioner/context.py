@@ -1,0 +1,53 @@
+"""What a step sees while it runs: config, AWS clients, tags, state and progress."""
+
+from __future__ import annotations
+
+from .aws import Aws
+from .config import Config
+from .events import Events
+from .state import StateStore
+from .tags import Tagger
+
+
+class StepContext:
+    def __init__(self, step: str, config: Config, aws: Aws, state: StateStore, events: Events):
+        self.step = step
+        self.config = config
+        self.aws = aws
+        self.state = state
+        self.events = events
+        self.tags = Tagger(config.deployment, step, config["tags"])
+
+    def client(self, service: str):
+        return self.aws.client(service)
+
+    def name(self, resource: str) -> str:
+        return self.tags.name(resource)
+
+    def record(self, key: str, physical_id: str | None) -> None:
+        """Persist a physical ID at once, so a crash right after a create loses nothing."""
+        before = self.state.step(self.step).get("physical_ids", {}).get(key)
+        self.state.record_physical_id(self.step, key, physical_id)
+        if physical_id and before != physical_id:
+            self.events.emit("resource", self.step, f"{key}: {physical_id}", key=key, id=physical_id)
+
+    def ensure(self, key: str, find, create) -> str:
+        """Adopt what already exists (found by name or ownership tags), else create it;
+        either way the physical ID is in the state before the step goes on."""
+        physical_id = find()
+        if physical_id is None:
+            physical_id = create()
+        self.record(key, physical_id)
+        return physical_id
+
+    def upstream(self, step: str) -> dict:
+        """Outputs of a step this one requires (the runner guarantees it finished)."""
+        return self.state.outputs(step)
+
+    def progress(self, message: str) -> None:
+        self.events.emit("progress", self.step, message)
+
+    def secret_value(self, leaf: str) -> str:
+        """Read one generated secret from SSM for immediate use; never store or print it."""
+        response = self.client("ssm").get_parameter(Name=self.config.ssm_prefix + leaf, WithDecryption=True)
+        return response["Parameter"]["Value"]

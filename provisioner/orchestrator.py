@@ -1,0 +1,95 @@
+"""Apply, destroy, plan and verify over the step graph, recording everything in the state."""
+
+from __future__ import annotations
+
+import time
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+import steps
+from steps.base import Finding
+
+from . import graph as step_graph
+from .aws import Aws, attributed_to
+from .config import Config
+from .context import StepContext
+from .events import Events
+from .runner import RunResult, execute
+from .state import StateStore, now
+
+
+def describe_error(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{exc.operation_name}: {error.get('Code')}: {error.get('Message')}"
+    if isinstance(exc, BotoCoreError):
+        return f"AWS: {exc}"
+    return str(exc) or type(exc).__name__
+
+
+class Orchestrator:
+    def __init__(self, config: Config, state: StateStore, aws: Aws, events: Events, parallelism: int = 8):
+        self.config = config
+        self.state = state
+        self.aws = aws
+        self.events = events
+        self.parallelism = parallelism
+
+    def context(self, name: str) -> StepContext:
+        return StepContext(name, self.config, self.aws, self.state, self.events)
+
+    def apply(self) -> RunResult:
+        graph = step_graph.build(self.config)
+        requires = {name: sorted(graph.predecessors(name)) for name in graph}
+
+        def run_one(name: str) -> bool:
+            step = steps.REGISTRY[name]()
+            self.state.update_step(name, status="creating", requires=requires[name], started_at=now(),
+                                   finished_at=None, last_error=None)
+            self.events.emit("step_started", name, "applying")
+            return self._run(name, lambda ctx: step.create(ctx), "created")
+
+        return execute(graph, run_one, self.parallelism, self.events, "applying")
+
+    def destroy(self) -> RunResult:
+        graph = step_graph.build(self.config, for_destroy=True).reverse(copy=True)
+
+        def run_one(name: str) -> bool:
+            step = steps.REGISTRY[name]()
+            self.state.update_step(name, status="destroying", started_at=now(), finished_at=None, last_error=None)
+            self.events.emit("step_started", name, "destroying")
+            return self._run(name, lambda ctx: step.destroy(ctx) or {}, "destroyed")
+
+        return execute(graph, run_one, self.parallelism, self.events, "destroying")
+
+    def _run(self, name: str, action, final_status: str) -> bool:
+        ctx = self.context(name)
+        started = time.monotonic()
+        with attributed_to(name):
+            try:
+                outputs = action(ctx)
+            except Exception as exc:  # a step failure is recorded; crashes propagate
+                message = describe_error(exc)
+                self.state.update_step(name, status="failed", last_error=message, finished_at=now())
+                self.events.emit("step_failed", name, f"failed: {message}", error=message)
+                return False
+        changes = self.aws.ledger.for_step(name)["mutating"]
+        fields = {"status": final_status, "outputs": outputs, "finished_at": now()}
+        if final_status == "destroyed":
+            fields["physical_ids"] = {}
+        self.state.update_step(name, **fields)
+        seconds = time.monotonic() - started
+        verb = final_status if changes else "unchanged"
+        self.events.emit("step_finished", name, f"{verb} in {seconds:.1f}s ({changes} AWS changes)",
+                         status=final_status, changes=changes, seconds=round(seconds, 3))
+        return True
+
+    def check(self) -> dict[str, list[Finding]]:
+        """Read-only: every enabled step's findings, in create order."""
+        graph = step_graph.build(self.config)
+        report = {}
+        for wave in step_graph.waves(graph):
+            for name in wave:
+                with attributed_to(name):
+                    report[name] = steps.REGISTRY[name]().verify(self.context(name))
+        return report

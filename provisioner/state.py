@@ -1,0 +1,188 @@
+"""The deployment's state file and the lock that keeps two runs apart.
+
+The file is JSON with a format version, written atomically (temp file, fsync, rename)
+with mode 0600 after every change, so a crash at any instant leaves either the old or
+the new file, never half of one. It holds references only: IDs, ARNs, parameter names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import threading
+import uuid
+from contextlib import contextmanager
+
+from .errors import LockHeld, StateError
+
+FORMAT_VERSION = 1
+STATUSES = ("pending", "creating", "created", "failed", "destroying", "destroyed")
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def default_path(deployment: str) -> str:
+    return os.path.join("state", f"{deployment}.json")
+
+
+class StateStore:
+    """Thread-safe view of one deployment's state file; every update is persisted."""
+
+    def __init__(self, path: str, deployment: str):
+        self.path = path
+        self.deployment = deployment
+        self._mutex = threading.RLock()
+        self.data = self._read()
+
+    def _read(self) -> dict:
+        if not os.path.exists(self.path):
+            return {"format_version": FORMAT_VERSION, "deployment": self.deployment, "serial": 0,
+                    "lineage": str(uuid.uuid4()), "steps": {}}
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except (OSError, ValueError) as exc:
+            raise StateError(f"state file {self.path} is unreadable or corrupt ({exc}); it was left as it is. "
+                             "Restore it from a backup, or move it aside: destroy can find resources by their tags without it")
+        if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+            found = data.get("format_version") if isinstance(data, dict) else None
+            raise StateError(f"state file {self.path} has format version {found!r}; this provisioner reads version "
+                             f"{FORMAT_VERSION}. Use the provisioner release that wrote it; the file was left as it is")
+        if data.get("deployment") != self.deployment:
+            raise StateError(f"state file {self.path} belongs to deployment {data.get('deployment')!r}, not "
+                             f"{self.deployment!r}; pass --state with this deployment's file")
+        if not isinstance(data.get("steps"), dict):
+            raise StateError(f"state file {self.path} has no steps table; it was left as it is")
+        return data
+
+    def _write(self) -> None:
+        self.data["serial"] += 1
+        self.data["updated_at"] = now()
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        temp = f"{self.path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(self.data, handle, indent=2, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, self.path)
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def step(self, name: str) -> dict:
+        """A copy of one step's record (empty defaults when the step never ran)."""
+        with self._mutex:
+            record = self.data["steps"].get(name) or {}
+            return json.loads(json.dumps(record)) if record else {
+                "status": "pending", "outputs": {}, "physical_ids": {}}
+
+    def update_step(self, name: str, **fields) -> None:
+        with self._mutex:
+            record = self.data["steps"].setdefault(name, {"status": "pending", "outputs": {}, "physical_ids": {}})
+            record.update(fields)
+            self._write()
+
+    def record_physical_id(self, step: str, key: str, value: str | None) -> None:
+        """Persist one physical ID the moment AWS returns it (None forgets it)."""
+        with self._mutex:
+            record = self.data["steps"].setdefault(step, {"status": "creating", "outputs": {}, "physical_ids": {}})
+            ids = record.setdefault("physical_ids", {})
+            if value is None:
+                if key not in ids:
+                    return
+                ids.pop(key)
+            elif ids.get(key) == value:
+                return
+            else:
+                ids[key] = value
+            self._write()
+
+    def outputs(self, step: str) -> dict:
+        return self.step(step).get("outputs", {})
+
+    def all_steps(self) -> dict:
+        with self._mutex:
+            return json.loads(json.dumps(self.data["steps"]))
+
+
+class FileLock:
+    """An exclusive lock file beside the state: holder's pid, host, run id and start time.
+
+    A lock whose holder process is gone (same host, pid not alive) is taken over, so a
+    killed run never blocks the next one.
+    """
+
+    def __init__(self, state_path: str, run_id: str, command: str):
+        self.path = state_path + ".lock"
+        self.info = {"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id,
+                     "command": command, "started_at": now()}
+
+    def acquire(self) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                holder = self.holder()
+                if holder is not None and self._alive(holder):
+                    raise LockHeld(
+                        f"deployment is locked by {holder.get('command', 'a run')} (pid {holder.get('pid')} on "
+                        f"{holder.get('host')}, run {holder.get('run_id')}, since {holder.get('started_at')}); "
+                        f"wait for it to finish. If that process is gone from another host, delete {self.path}")
+                self._break_stale()
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(self.info, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            return
+        raise LockHeld(f"could not take the lock {self.path}; another run keeps taking it")
+
+    def holder(self) -> dict | None:
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                return json.load(handle)
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return {}  # half-written by a run killed while locking: stale
+
+    def _alive(self, holder: dict) -> bool:
+        if holder.get("host") != socket.gethostname():
+            return True  # cannot see another host's processes: assume it lives
+        try:
+            os.kill(int(holder.get("pid", 0)), 0)
+        except (ProcessLookupError, ValueError):
+            return False
+        except PermissionError:
+            return True
+        return int(holder.get("pid", 0)) > 0
+
+    def _break_stale(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def release(self) -> None:
+        holder = self.holder()
+        if holder and holder.get("run_id") == self.info["run_id"]:
+            self._break_stale()
+
+
+@contextmanager
+def locked(state_path: str, run_id: str, command: str):
+    lock = FileLock(state_path, run_id, command)
+    lock.acquire()
+    try:
+        yield lock
+    finally:
+        lock.release()

@@ -1,0 +1,68 @@
+"""Shared fixtures: one moto server over real HTTP for the session, reset per test.
+
+The product reaches it only through AWS_ENDPOINT_URL, as it would reach AWS.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+import requests
+from moto.server import ThreadedMotoServer
+
+from tests import moto_gaps
+
+REGION = "us-east-1"
+LICENSE = "lic-TEST-0000-very-secret-license"
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    moto_gaps.install()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_server, monkeypatch, tmp_path):
+    """A clean AWS account behind AWS_ENDPOINT_URL, and a clean working directory."""
+    requests.post(f"{moto_server}/moto-api/reset", timeout=30)
+    for key in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("LANGSMITH_LICENSE_KEY", LICENSE)
+    monkeypatch.chdir(tmp_path)
+    return moto_server
+
+
+class Run:
+    """The result of one CLI invocation made in-process."""
+
+    def __init__(self, code: int, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+
+    def __repr__(self):
+        return f"Run(code={self.code}, out={self.out[-2000:]!r}, err={self.err[-2000:]!r})"
+
+
+def run_cli(*argv: str, stdin_text: str | None = None) -> Run:
+    from provisioner.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    stdin = io.StringIO(stdin_text or "")
+    code = main(list(argv), stdin=stdin, stdout=out, stderr=err)
+    return Run(code, out.getvalue(), err.getvalue())
+
+
+def write_config(path, **overrides) -> str:
+    import yaml
+    config = {"name_prefix": "acme", "environment": "test", "region": REGION, **overrides}
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
