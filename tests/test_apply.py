@@ -1,0 +1,202 @@
+"""A full apply against moto over HTTP: what exists afterwards, with which settings."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+
+from tests.census import census
+from tests.conftest import REGION, run_cli, write_config
+from tests.faults import CallRecorder, install_session_hooks
+
+DEPLOYMENT = "acme-test"
+
+
+def tags_of(tag_list) -> dict:
+    return {t["Key"]: t["Value"] for t in tag_list or []}
+
+
+@pytest.fixture
+def applied(aws, tmp_path):
+    config = write_config(tmp_path / "config.yaml", tags={"team": "platform"})
+    result = run_cli("apply", config, "--yes")
+    assert result.code == 0, result
+    return config, result
+
+
+def client(service):
+    return boto3.client(service, region_name=REGION)
+
+
+def test_network_has_three_zones_with_tagged_subnets_nat_and_routes(applied):
+    ec2 = client("ec2")
+    mine = [{"Name": "tag:provisioner:deployment", "Values": [DEPLOYMENT]}]
+    [vpc] = ec2.describe_vpcs(Filters=mine)["Vpcs"]
+    assert vpc["CidrBlock"] == "10.0.0.0/16"
+    assert ec2.describe_vpc_attribute(VpcId=vpc["VpcId"], Attribute="enableDnsHostnames")["EnableDnsHostnames"]["Value"]
+    subnets = ec2.describe_subnets(Filters=mine)["Subnets"]
+    private = [s for s in subnets if "kubernetes.io/role/internal-elb" in tags_of(s["Tags"])]
+    public = [s for s in subnets if "kubernetes.io/role/elb" in tags_of(s["Tags"])]
+    assert len(private) == 3 and len(public) == 3
+    assert {s["AvailabilityZone"] for s in private} == {s["AvailabilityZone"] for s in public}
+    assert sorted(s["CidrBlock"] for s in private) == ["10.0.0.0/21", "10.0.16.0/21", "10.0.8.0/21"]
+    assert sorted(s["CidrBlock"] for s in public) == ["10.0.40.0/21", "10.0.48.0/21", "10.0.56.0/21"]
+    assert all(s["MapPublicIpOnLaunch"] for s in public) and not any(s["MapPublicIpOnLaunch"] for s in private)
+    assert all(tags_of(s["Tags"])["kubernetes.io/cluster/acme-test-eks"] == "shared" for s in subnets)
+    [nat] = [n for n in ec2.describe_nat_gateways(Filter=mine)["NatGateways"] if n["State"] == "available"]
+    assert nat["SubnetId"] in {s["SubnetId"] for s in public}
+    assert len(ec2.describe_addresses(Filters=mine)["Addresses"]) == 1
+    tables = {tags_of(t["Tags"])["Name"]: t for t in ec2.describe_route_tables(Filters=mine)["RouteTables"]}
+    private_routes = {r.get("DestinationCidrBlock"): r for r in tables["acme-test-private"]["Routes"]}
+    public_routes = {r.get("DestinationCidrBlock"): r for r in tables["acme-test-public"]["Routes"]}
+    assert private_routes["0.0.0.0/0"]["NatGatewayId"] == nat["NatGatewayId"]
+    assert public_routes["0.0.0.0/0"]["GatewayId"].startswith("igw-")
+    assert {a["SubnetId"] for a in tables["acme-test-private"]["Associations"]} == {s["SubnetId"] for s in private}
+
+
+def test_every_resource_carries_name_ownership_and_user_tags(applied):
+    ec2 = client("ec2")
+    mine = [{"Name": "tag:provisioner:deployment", "Values": [DEPLOYMENT]}]
+    tagged = (ec2.describe_vpcs(Filters=mine)["Vpcs"] + ec2.describe_subnets(Filters=mine)["Subnets"]
+              + ec2.describe_security_groups(Filters=mine)["SecurityGroups"]
+              + ec2.describe_route_tables(Filters=mine)["RouteTables"])
+    for resource in tagged:
+        tags = tags_of(resource["Tags"])
+        assert tags["Name"].startswith("acme-test-") and tags["team"] == "platform"
+        assert tags["provisioner:step"] in ("vpc", "postgres", "redis")
+    [db] = client("rds").describe_db_instances()["DBInstances"]
+    assert tags_of(db["TagList"])["provisioner:step"] == "postgres"
+    bucket = json.loads(open("state/acme-test.json").read())["steps"]["storage"]["outputs"]["bucket_name"]
+    assert tags_of(client("s3").get_bucket_tagging(Bucket=bucket)["TagSet"])["Name"] == "acme-test-traces"
+
+
+def test_traces_bucket_is_private_encrypted_expiring_and_endpoint_only(applied):
+    s3, ec2 = client("s3"), client("ec2")
+    outputs = json.loads(open("state/acme-test.json").read())["steps"]
+    bucket = outputs["storage"]["outputs"]["bucket_name"]
+    assert bucket.startswith("acme-test-traces-")
+    block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    assert all(block.values()) and len(block) == 4
+    rule = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    rules = {r["Filter"]["Prefix"]: r["Expiration"]["Days"]
+             for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
+    assert rules == {"ttl_s/": 14, "ttl_l/": 400}
+    endpoint_id = outputs["storage"]["outputs"]["s3_vpc_endpoint_id"]
+    [endpoint] = ec2.describe_vpc_endpoints(VpcEndpointIds=[endpoint_id])["VpcEndpoints"]
+    assert endpoint["VpcEndpointType"] == "Gateway" and endpoint["ServiceName"] == f"com.amazonaws.{REGION}.s3"
+    assert sorted(endpoint["RouteTableIds"]) == sorted(outputs["vpc"]["outputs"]["route_table_ids"])
+    policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    deny = [s for s in policy["Statement"] if s["Effect"] == "Deny" and "s3:GetObject" in s["Action"]]
+    assert deny and deny[0]["Principal"] == "*"
+    assert deny[0]["Condition"] == {"StringNotEquals": {"aws:SourceVpce": endpoint_id}}
+    assert any(s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in policy["Statement"])
+
+
+def test_secrets_are_secure_strings_under_the_deployment_prefix(applied):
+    ssm = client("ssm")
+    params = {p["Name"]: p for p in ssm.describe_parameters()["Parameters"]}
+    expected = ["postgres-password", "redis-auth-token", "langsmith-api-key-salt", "langsmith-jwt-secret",
+                "langsmith-admin-password", "langsmith-license-key"]
+    for leaf in expected:
+        assert params[f"/langsmith/acme-test/{leaf}"]["Type"] == "SecureString"
+    admin = ssm.get_parameter(Name="/langsmith/acme-test/langsmith-admin-password", WithDecryption=True)
+    value = admin["Parameter"]["Value"]
+    assert len(value) >= 12 and any(c.isupper() for c in value) and any(c.islower() for c in value)
+
+
+def test_postgres_is_private_encrypted_protected_and_reachable_from_the_vpc_only(applied):
+    rds, ec2 = client("rds"), client("ec2")
+    [db] = rds.describe_db_instances(DBInstanceIdentifier="acme-test-pg")["DBInstances"]
+    assert db["Engine"] == "postgres" and db["EngineVersion"].startswith("16")
+    assert db["DBInstanceClass"] == "db.t3.large" and db["AllocatedStorage"] == 10
+    assert db["StorageEncrypted"] and not db["PubliclyAccessible"] and db["DeletionProtection"]
+    assert db["BackupRetentionPeriod"] == 7
+    subnet_ids = {s["SubnetIdentifier"] for s in db["DBSubnetGroup"]["Subnets"]}
+    private = json.loads(open("state/acme-test.json").read())["steps"]["vpc"]["outputs"]["private_subnet_ids"]
+    assert subnet_ids == set(private)
+    [group_ref] = db["VpcSecurityGroups"]
+    [group] = ec2.describe_security_groups(GroupIds=[group_ref["VpcSecurityGroupId"]])["SecurityGroups"]
+    assert [(p["FromPort"], p["IpRanges"][0]["CidrIp"]) for p in group["IpPermissions"]] == [(5432, "10.0.0.0/16")]
+    assert [r["CidrIp"] for p in group["IpPermissionsEgress"] for r in p["IpRanges"]] == ["10.0.0.0/16"]
+
+
+def test_redis_has_tls_encryption_at_rest_and_an_auth_token(applied):
+    [group] = client("elasticache").describe_replication_groups(ReplicationGroupId="acme-test-redis")[
+        "ReplicationGroups"]
+    assert group["TransitEncryptionEnabled"] and group["AtRestEncryptionEnabled"] and group["AuthTokenEnabled"]
+    assert group["CacheNodeType"] == "cache.m6g.xlarge"
+
+
+def test_reapply_makes_no_mutating_call(applied, monkeypatch):
+    config, _ = applied
+    recorder = CallRecorder()
+    install_session_hooks(monkeypatch, **{"before-call": recorder})
+    result = run_cli("apply", config, "--yes")
+    assert result.code == 0, result
+    assert recorder.mutating == []
+    assert "0 mutating" in result.out and result.out.count("unchanged") == 5
+
+
+def test_apply_adopts_and_repairs_drift(applied):
+    """Settings changed behind our back are put back; nothing is recreated."""
+    config, _ = applied
+    s3 = client("s3")
+    bucket = json.loads(open("state/acme-test.json").read())["steps"]["storage"]["outputs"]["bucket_name"]
+    s3.delete_bucket_lifecycle(Bucket=bucket)
+    before = census(DEPLOYMENT)
+    verify = run_cli("verify", config)
+    assert verify.code == 1 and "lifecycle differs" in verify.out
+    plan = run_cli("plan", config)
+    assert "storage    update" in plan.out
+    assert run_cli("apply", config, "--yes").code == 0
+    assert len(s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]) == 2
+    assert census(DEPLOYMENT) == before
+    assert run_cli("verify", config).code == 0
+
+
+def test_plan_before_anything_exists_says_create_for_every_step(aws, tmp_path):
+    config = write_config(tmp_path / "config.yaml")
+    result = run_cli("plan", config)
+    assert result.code == 0
+    for step in ("vpc", "secrets", "storage", "postgres", "redis"):
+        assert f"{step:<10} create" in result.out
+    assert census(DEPLOYMENT) == {}
+
+
+def test_in_cluster_data_stores_skip_rds_and_elasticache(aws, tmp_path):
+    config = write_config(tmp_path / "config.yaml", postgres_source="in-cluster", redis_source="in-cluster")
+    assert run_cli("apply", config, "--yes").code == 0
+    assert client("rds").describe_db_instances()["DBInstances"] == []
+    assert client("elasticache").describe_replication_groups()["ReplicationGroups"] == []
+    assert run_cli("graph", config).out.count("postgres") == 1  # destroy order still cleans it up
+
+
+def test_bring_your_own_vpc_is_used_and_left_alone(aws, tmp_path):
+    ec2 = client("ec2")
+    vpc_id = ec2.create_vpc(CidrBlock="10.50.0.0/16")["Vpc"]["VpcId"]
+    subnets = [ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.50.{i}.0/24", AvailabilityZone=f"{REGION}{az}")[
+        "Subnet"]["SubnetId"] for i, az in enumerate("abab")]
+    config = write_config(tmp_path / "config.yaml", create_vpc=False, vpc_id=vpc_id,
+                          private_subnets=subnets[:2], public_subnets=subnets[2:])
+    result = run_cli("apply", config, "--yes")
+    assert result.code == 0, result
+    [db] = client("rds").describe_db_instances()["DBInstances"]
+    assert {s["SubnetIdentifier"] for s in db["DBSubnetGroup"]["Subnets"]} == set(subnets[:2])
+    assert ec2.describe_vpcs(Filters=[{"Name": "tag:provisioner:deployment", "Values": [DEPLOYMENT]}])["Vpcs"] == []
+    assert run_cli("destroy", config, "--yes").code == 0
+    assert ec2.describe_vpcs(VpcIds=[vpc_id])["Vpcs"][0]["VpcId"] == vpc_id
+    assert len(ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"]) == 4
+
+
+def test_bring_your_own_vpc_with_wrong_ids_fails_the_step_clearly(aws, tmp_path):
+    config = write_config(tmp_path / "config.yaml", create_vpc=False, vpc_id="vpc-0000000000000000f",
+                          private_subnets=["subnet-1", "subnet-2"], public_subnets=["subnet-3", "subnet-4"])
+    result = run_cli("apply", config, "--yes")
+    assert result.code == 1
+    assert "vpc_id vpc-0000000000000000f does not exist" in result.out
+    status = json.loads(open("state/acme-test.json").read())["steps"]
+    assert status["vpc"]["status"] == "failed" and "does not exist" in status["vpc"]["last_error"]
+    assert "postgres" not in status  # dependants never started
