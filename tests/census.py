@@ -6,6 +6,7 @@ the product with itself. Each entry is (kind, name); duplicates show up as repea
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 import boto3
@@ -17,10 +18,20 @@ def _tags(tag_list) -> dict:
     return {t["Key"]: t["Value"] for t in tag_list or []}
 
 
+_clients: dict[tuple, object] = {}
+
+
+def _client(service: str, region: str):
+    """Clients are cached per endpoint: making one costs ~0.2 s, and sweeps call census often."""
+    key = (service, region, os.environ.get("AWS_ENDPOINT_URL"))
+    if key not in _clients:
+        _clients[key] = boto3.session.Session(region_name=region).client(service)
+    return _clients[key]
+
+
 def census(deployment: str, region: str = "us-east-1") -> Counter:
-    session = boto3.session.Session(region_name=region)
-    ec2, s3, ssm = session.client("ec2"), session.client("s3"), session.client("ssm")
-    rds, elasticache = session.client("rds"), session.client("elasticache")
+    ec2, s3, ssm = _client("ec2", region), _client("s3", region), _client("ssm", region)
+    rds, elasticache = _client("rds", region), _client("elasticache", region)
     mine = [{"Name": f"tag:{DEPLOYMENT_TAG}", "Values": [deployment]}]
     found: list[tuple[str, str]] = []
 

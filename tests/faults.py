@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import boto3
+
 from provisioner import aws as aws_module
 
 
@@ -41,6 +43,12 @@ class CrashAfter:
         self.crashed = False
         self._mutex = threading.Lock()
 
+    def arm(self, n: int) -> None:
+        self.n, self.seen, self.crashed = n, 0, False
+
+    def disarm(self) -> None:
+        self.n, self.crashed = 0, False
+
     def after_call(self, model, http_response, **_):
         with self._mutex:
             if self.crashed:
@@ -54,6 +62,33 @@ class CrashAfter:
     def before_call(self, **_):
         if self.crashed:
             raise SimulatedCrash()
+
+
+class SharedClients:
+    """Reuse boto3 clients across in-process runs (creating them costs ~0.2 s each),
+    re-pointing the current run's call ledger and the given hooks at them.
+
+    Only the sweeps use this, to stay cheap; every other test lets the product make
+    its own clients.
+    """
+
+    def __init__(self, monkeypatch, **handlers):
+        self.handlers = handlers
+        self.cache: dict[str, object] = {}
+        self.session = boto3.session.Session()
+        monkeypatch.setattr(aws_module.Aws, "client", lambda aws, service: self._client(aws, service))
+
+    def _client(self, aws, service):
+        client = self.cache.get(service)
+        if client is None:
+            client = self.cache[service] = self.session.client(service, region_name=aws.region,
+                                                              config=aws_module.RETRY_CONFIG)
+        events = client.meta.events
+        for event, handler in [("before-call", aws._count), *self.handlers.items()]:
+            key = f"test-{event}-{getattr(handler, '__name__', 'h')}"
+            events.unregister(event, unique_id=key)
+            events.register(event, handler, unique_id=key)
+        return client
 
 
 def install_session_hooks(monkeypatch, **handlers) -> None:

@@ -1,0 +1,102 @@
+"""Destroy leaves nothing tagged with the deployment, with or without the state file."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+
+from tests.census import census
+from tests.conftest import REGION, run_cli, write_config
+from tests.faults import CrashAfter, SimulatedCrash, install_session_hooks
+
+DEPLOYMENT = "acme-test"
+
+
+@pytest.fixture
+def applied(aws, tmp_path):
+    config = write_config(tmp_path / "config.yaml")
+    assert run_cli("apply", config, "--yes").code == 0
+    assert len(census(DEPLOYMENT)) > 20
+    return config
+
+
+def test_destroy_removes_everything_and_keeps_a_final_snapshot(applied, tmp_path):
+    result = run_cli("destroy", applied, "--yes")
+    assert result.code == 0, result
+    assert census(DEPLOYMENT) == {}
+    snapshots = boto3.client("rds", region_name=REGION).describe_db_snapshots()["DBSnapshots"]
+    assert [s["DBSnapshotIdentifier"].startswith("acme-test-pg-final-") for s in snapshots] == [True]
+    state = json.loads((tmp_path / "state" / f"{DEPLOYMENT}.json").read_text())
+    assert {name: step["status"] for name, step in state["steps"].items()} == dict.fromkeys(
+        ["vpc", "secrets", "storage", "postgres", "redis"], "destroyed")
+    assert all(step["physical_ids"] == {} for step in state["steps"].values())
+
+
+def test_destroy_without_the_state_file_finds_everything_by_tags(applied, tmp_path):
+    (tmp_path / "state" / f"{DEPLOYMENT}.json").unlink()
+    result = run_cli("destroy", applied, "--yes")
+    assert result.code == 0, result
+    assert census(DEPLOYMENT) == {}
+
+
+def test_destroy_empties_a_bucket_holding_traces(applied, tmp_path):
+    s3 = boto3.client("s3", region_name=REGION)
+    bucket = json.loads((tmp_path / "state" / f"{DEPLOYMENT}.json").read_text())["steps"]["storage"]["outputs"][
+        "bucket_name"]
+    # moto enforces any Deny on object writes regardless of its condition (see moto-notes), so
+    # the endpoint-only policy is lifted to put test objects in from outside the VPC.
+    policy = s3.get_bucket_policy(Bucket=bucket)["Policy"]
+    s3.delete_bucket_policy(Bucket=bucket)
+    for key in ("ttl_s/a", "ttl_l/b", "ttl_l/c"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"trace")
+    s3.put_bucket_policy(Bucket=bucket, Policy=policy)
+    result = run_cli("destroy", applied, "--yes")
+    assert result.code == 0, result
+    assert "3 object versions deleted" in result.out
+    assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+def test_skip_final_snapshot_leaves_no_snapshot(aws, tmp_path):
+    config = write_config(tmp_path / "config.yaml", postgres_skip_final_snapshot=True)
+    assert run_cli("apply", config, "--yes").code == 0
+    assert run_cli("destroy", config, "--yes").code == 0
+    assert boto3.client("rds", region_name=REGION).describe_db_snapshots()["DBSnapshots"] == []
+    assert census(DEPLOYMENT) == {}
+
+
+def test_destroy_after_a_crashed_apply_leaves_nothing(aws, tmp_path, monkeypatch):
+    config = write_config(tmp_path / "config.yaml")
+    crash = CrashAfter(30)
+    with monkeypatch.context() as patch:
+        install_session_hooks(patch, **{"after-call": crash.after_call, "before-call": crash.before_call})
+        with pytest.raises(SimulatedCrash):
+            run_cli("apply", config, "--yes")
+    assert census(DEPLOYMENT) != {}
+    assert run_cli("destroy", config, "--yes").code == 0
+    assert census(DEPLOYMENT) == {}
+
+
+def test_destroy_twice_and_on_an_empty_account_is_harmless(aws, tmp_path):
+    config = write_config(tmp_path / "config.yaml")
+    first = run_cli("destroy", config, "--yes")
+    assert first.code == 0 and "0 mutating" in first.out
+    assert run_cli("destroy", config, "--yes").code == 0
+
+
+def test_destroy_also_removes_steps_the_config_no_longer_enables(applied, tmp_path):
+    """Switching to in-cluster Redis and then destroying still deletes the ElastiCache group."""
+    config = write_config(tmp_path / "config.yaml", redis_source="in-cluster")
+    assert run_cli("destroy", config, "--yes").code == 0
+    assert census(DEPLOYMENT) == {}
+
+
+def test_destroy_crash_then_rerun_finishes_the_job(applied, monkeypatch):
+    crash = CrashAfter(8)
+    with monkeypatch.context() as patch:
+        install_session_hooks(patch, **{"after-call": crash.after_call, "before-call": crash.before_call})
+        with pytest.raises(SimulatedCrash):
+            run_cli("destroy", applied, "--yes")
+    assert run_cli("destroy", applied, "--yes").code == 0
+    assert census(DEPLOYMENT) == {}
