@@ -13,6 +13,7 @@ from collections import Counter
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 # botocore's standard mode retries throttling and transient faults with jittered
 # back-off; ten attempts ride out the bursts a parallel apply can cause.
@@ -25,6 +26,21 @@ _current_step = threading.local()
 
 def make_session(region: str) -> boto3.session.Session:
     return boto3.session.Session(region_name=region)
+
+
+def not_found(exc: BaseException) -> bool:
+    code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+    return "NotFound" in code or code in ("NoSuchEntity", "NoSuchBucket", "ParameterNotFound")
+
+
+def if_exists(describe, *args, **kwargs):
+    """The describe call's answer, or None where AWS says the thing does not exist."""
+    try:
+        return describe(*args, **kwargs)
+    except ClientError as exc:
+        if not_found(exc):
+            return None
+        raise
 
 
 def is_mutating(operation: str) -> bool:

@@ -8,6 +8,7 @@ from typing import Callable
 from botocore.exceptions import ClientError
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
+from .aws import if_exists, not_found
 from .errors import StepError
 from .waiting import TIME_SCALE, wait_until
 
@@ -21,9 +22,6 @@ def error_code(exc: BaseException) -> str | None:
     return exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
 
 
-def is_not_found(exc: BaseException) -> bool:
-    code = error_code(exc) or ""
-    return "NotFound" in code or code in ("NoSuchEntity", "NoSuchBucket", "ParameterNotFound")
 
 
 def delete_with_retry(delete: Callable[[], object], what: str, explain: Callable[[], str],
@@ -41,7 +39,7 @@ def delete_with_retry(delete: Callable[[], object], what: str, explain: Callable
                 try:
                     delete()
                 except ClientError as exc:
-                    if not is_not_found(exc):
+                    if not not_found(exc):
                         raise
     except ClientError as exc:
         if error_code(exc) in RETRYABLE_CODES:
@@ -66,12 +64,7 @@ def delete_endpoints_by_id(ec2, endpoint_ids: list[str], progress) -> None:
 
 
 def _endpoint_gone(ec2, endpoint_id: str) -> bool:
-    try:
-        found = ec2.describe_vpc_endpoints(VpcEndpointIds=[endpoint_id])["VpcEndpoints"]
-    except ClientError as exc:
-        if is_not_found(exc):
-            return True
-        raise
+    found = (if_exists(ec2.describe_vpc_endpoints, VpcEndpointIds=[endpoint_id]) or {}).get("VpcEndpoints")
     return not found or found[0]["State"].lower() == "deleted"
 
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from botocore.exceptions import ClientError
-
 from provisioner.errors import StepError
-from provisioner.reaping import delete_with_retry, is_not_found
+from provisioner.aws import if_exists
+from provisioner.reaping import delete_with_retry
 from provisioner.waiting import wait_until
 
 from ._network import delete_security_group, ensure_security_group, security_group_findings
@@ -32,12 +31,8 @@ def identifier(config) -> str:
 
 
 def describe_instance(rds, db_id: str) -> dict | None:
-    try:
-        return rds.describe_db_instances(DBInstanceIdentifier=db_id)["DBInstances"][0]
-    except ClientError as exc:
-        if is_not_found(exc):
-            return None
-        raise
+    found = if_exists(rds.describe_db_instances, DBInstanceIdentifier=db_id)
+    return found["DBInstances"][0] if found else None
 
 
 def desired_settings(config) -> dict:
@@ -84,12 +79,7 @@ class Postgres(Step):
 
     @staticmethod
     def _find_subnet_group(rds, name: str) -> str | None:
-        try:
-            return rds.describe_db_subnet_groups(DBSubnetGroupName=name)["DBSubnetGroups"][0]["DBSubnetGroupName"]
-        except ClientError as exc:
-            if is_not_found(exc):
-                return None
-            raise
+        return name if if_exists(rds.describe_db_subnet_groups, DBSubnetGroupName=name) else None
 
     @staticmethod
     def _create_instance(ctx, rds, db_id, subnet_group, group_id) -> str:

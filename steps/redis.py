@@ -6,10 +6,9 @@ at create time and passed straight to ElastiCache.
 
 from __future__ import annotations
 
-from botocore.exceptions import ClientError
-
 from provisioner.errors import StepError
-from provisioner.reaping import delete_with_retry, is_not_found
+from provisioner.aws import if_exists
+from provisioner.reaping import delete_with_retry
 from provisioner.waiting import wait_until
 
 from ._network import delete_security_group, ensure_security_group, security_group_findings
@@ -24,13 +23,8 @@ def group_id(config) -> str:
 
 
 def describe_group(elasticache, replication_group_id: str) -> dict | None:
-    try:
-        return elasticache.describe_replication_groups(ReplicationGroupId=replication_group_id)[
-            "ReplicationGroups"][0]
-    except ClientError as exc:
-        if is_not_found(exc):
-            return None
-        raise
+    found = if_exists(elasticache.describe_replication_groups, ReplicationGroupId=replication_group_id)
+    return found["ReplicationGroups"][0] if found else None
 
 
 @register
@@ -74,13 +68,7 @@ class Redis(Step):
 
     @staticmethod
     def _find_subnet_group(elasticache, name: str) -> str | None:
-        try:
-            return elasticache.describe_cache_subnet_groups(CacheSubnetGroupName=name)[
-                "CacheSubnetGroups"][0]["CacheSubnetGroupName"]
-        except ClientError as exc:
-            if is_not_found(exc):
-                return None
-            raise
+        return name if if_exists(elasticache.describe_cache_subnet_groups, CacheSubnetGroupName=name) else None
 
     @staticmethod
     def _wait_available(ctx, elasticache, rg_id: str) -> dict:

@@ -14,7 +14,7 @@ import secrets as random
 
 from botocore.exceptions import ClientError
 
-from provisioner.reaping import is_not_found
+from provisioner.aws import not_found
 from provisioner.tags import DEPLOYMENT_TAG, tag_dict
 
 from .base import Finding, Step, register
@@ -105,7 +105,7 @@ class Secrets(Step):
             try:
                 tags = ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId=prefix + leaf)["TagList"]
             except ClientError as exc:
-                if is_not_found(exc) or exc.response["Error"]["Code"] == "InvalidResourceId":
+                if not_found(exc) or exc.response["Error"]["Code"] == "InvalidResourceId":
                     continue
                 raise
             if tag_dict(tags).get(DEPLOYMENT_TAG) == ctx.config.deployment:

@@ -14,7 +14,8 @@ import json
 from botocore.exceptions import ClientError
 
 from provisioner.errors import StepError
-from provisioner.reaping import delete_endpoints_by_id, error_code, is_not_found
+from provisioner.aws import not_found
+from provisioner.reaping import delete_endpoints_by_id, error_code
 from provisioner.tags import tag_dict
 
 from .base import Finding, Step, register
@@ -170,7 +171,7 @@ class Storage(Step):
             try:
                 s3.delete_bucket(Bucket=bucket)
             except ClientError as exc:
-                if not is_not_found(exc):
+                if not not_found(exc):
                     raise
         ctx.record("bucket", None)
         endpoints = ctx.client("ec2").describe_vpc_endpoints(Filters=ctx.tags.ec2_filters("s3-endpoint"))["VpcEndpoints"]

@@ -102,3 +102,15 @@ def install_session_hooks(monkeypatch, **handlers) -> None:
         return session
 
     monkeypatch.setattr(aws_module, "make_session", make_session)
+
+
+def run_until_crash(monkeypatch, n: int, *argv: str) -> None:
+    """Run the CLI in-process and 'kill' it right after its Nth mutating AWS call."""
+    import pytest
+
+    from tests.conftest import run_cli
+    crash = CrashAfter(n)
+    with monkeypatch.context() as patch:
+        install_session_hooks(patch, **{"after-call": crash.after_call, "before-call": crash.before_call})
+        with pytest.raises(SimulatedCrash):
+            run_cli(*argv)

@@ -10,7 +10,7 @@ import requests
 
 from tests.census import census
 from tests.conftest import run_cli, write_config
-from tests.faults import CallRecorder, CrashAfter, SharedClients, SimulatedCrash, install_session_hooks
+from tests.faults import CallRecorder, CrashAfter, SharedClients, SimulatedCrash, install_session_hooks, run_until_crash
 
 DEPLOYMENT = "acme-test"
 
@@ -46,11 +46,7 @@ def test_resume_after_a_crash_at_every_mutating_call_creates_no_duplicates(aws, 
 def test_resume_after_a_crash_keeps_what_the_state_recorded(aws, tmp_path, monkeypatch):
     """The IDs written before the crash are in the state file, and resume reuses them."""
     config = write_config(tmp_path / "config.yaml")
-    crash = CrashAfter(12)
-    with monkeypatch.context() as patch:
-        install_session_hooks(patch, **{"after-call": crash.after_call, "before-call": crash.before_call})
-        with pytest.raises(SimulatedCrash):
-            run_cli("apply", config, "--yes", "--parallelism", "1")
+    run_until_crash(monkeypatch, 12, "apply", config, "--yes", "--parallelism", "1")
     state = json.loads((tmp_path / "state" / f"{DEPLOYMENT}.json").read_text())
     recorded = {key: value for step in state["steps"].values() for key, value in step["physical_ids"].items()}
     assert recorded, "IDs are recorded as soon as each create returns"

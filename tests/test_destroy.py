@@ -9,7 +9,7 @@ import pytest
 
 from tests.census import census
 from tests.conftest import REGION, run_cli, write_config
-from tests.faults import CrashAfter, SimulatedCrash, install_session_hooks
+from tests.faults import run_until_crash
 
 DEPLOYMENT = "acme-test"
 
@@ -68,11 +68,7 @@ def test_skip_final_snapshot_leaves_no_snapshot(aws, tmp_path):
 
 def test_destroy_after_a_crashed_apply_leaves_nothing(aws, tmp_path, monkeypatch):
     config = write_config(tmp_path / "config.yaml")
-    crash = CrashAfter(30)
-    with monkeypatch.context() as patch:
-        install_session_hooks(patch, **{"after-call": crash.after_call, "before-call": crash.before_call})
-        with pytest.raises(SimulatedCrash):
-            run_cli("apply", config, "--yes")
+    run_until_crash(monkeypatch, 30, "apply", config, "--yes")
     assert census(DEPLOYMENT) != {}
     assert run_cli("destroy", config, "--yes").code == 0
     assert census(DEPLOYMENT) == {}
@@ -93,10 +89,6 @@ def test_destroy_also_removes_steps_the_config_no_longer_enables(applied, tmp_pa
 
 
 def test_destroy_crash_then_rerun_finishes_the_job(applied, monkeypatch):
-    crash = CrashAfter(8)
-    with monkeypatch.context() as patch:
-        install_session_hooks(patch, **{"after-call": crash.after_call, "before-call": crash.before_call})
-        with pytest.raises(SimulatedCrash):
-            run_cli("destroy", applied, "--yes")
+    run_until_crash(monkeypatch, 8, "destroy", applied, "--yes")
     assert run_cli("destroy", applied, "--yes").code == 0
     assert census(DEPLOYMENT) == {}

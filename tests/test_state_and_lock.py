@@ -7,7 +7,6 @@ import os
 import stat
 import subprocess
 import sys
-import time
 
 from tests.census import census
 from tests.conftest import run_cli, write_config
