@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import uuid
 
 from . import config as config_module
 from . import graph as step_graph
-from .aws import Aws
+from .aws import RETRY_CONFIG, Aws, make_session
 from .errors import LockHeld, UserError
 from .events import Events
 from .orchestrator import Orchestrator
-from .state import StateStore, default_path, locked
+from .remote_state import LEASE_SECONDS, S3Backend, StateFenced
+from .state import LocalBackend, StateStore, default_path, describe_holder, locked
 
 COMMANDS = {
     "apply": "create or resume the whole stack",
@@ -28,6 +28,7 @@ COMMANDS = {
     "destroy": "tear everything down in reverse order (works without the state file)",
     "graph": "print the create and destroy orders (text, DOT or Mermaid)",
     "outputs": "print the outputs recorded in the state",
+    "lock": "show (`lock status`) or clear (`lock break`) the deployment's lock",
 }
 
 
@@ -37,11 +38,15 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command, help_text in COMMANDS.items():
         cmd = sub.add_parser(command, help=help_text, description=help_text)
+        if command == "lock":
+            cmd.add_argument("action", choices=("status", "break"))
         cmd.add_argument("config", help="path of the YAML config")
         cmd.add_argument("--state", help="state file (default state/<name_prefix>-<environment>.json)")
         cmd.add_argument("--json", action="store_true", help="machine-readable output (NDJSON events)")
         if command in ("apply", "destroy"):
             cmd.add_argument("--yes", action="store_true", help="do not ask for confirmation (CI)")
+            cmd.add_argument("--lock-timeout", type=float, default=0, metavar="SECONDS",
+                             help="wait up to this long for another run's lock (default: fail at once)")
         if command in ("apply", "destroy", "plan", "verify"):
             cmd.add_argument("--parallelism", type=_positive, default=8, help="steps run at once (default 8)")
         if command == "graph":
@@ -67,14 +72,24 @@ def main(argv: list[str] | None = None, stdin=None, stdout=None, stderr=None) ->
         return int(exc.code or 0)
     try:
         config = config_module.load(args.config)
-        state_path = args.state or config["state"].get("path") or default_path(config.deployment)
-        return COMMAND_HANDLERS[args.command](args, config, state_path, stdin, stdout)
+        backend = open_backend(config, args.state)
+        return COMMAND_HANDLERS[args.command](args, config, backend, stdin, stdout)
     except UserError as exc:
         stderr.write("error: " + str(exc).replace("\n", "\n  ") + "\n")
         return exc.exit_code
-    except LockHeld as exc:
+    except (LockHeld, StateFenced) as exc:
         stderr.write(f"error: {exc}\n")
-        return exc.exit_code
+        return 1
+
+
+def open_backend(config, state_override: str | None):
+    """Local file by default; S3 when the config says `state: {backend: s3}`."""
+    state = config["state"]
+    if state_override or state.get("backend", "local") == "local":
+        return LocalBackend(state_override or state.get("path") or default_path(config.deployment))
+    s3 = make_session(state.get("region") or config["region"]).client("s3", config=RETRY_CONFIG)
+    return S3Backend(s3, state["bucket"], state.get("key") or f"provisioner/{config.deployment}.json",
+                     state.get("lease_seconds", LEASE_SECONDS))
 
 
 def _confirm(args, stdin, stdout, summary: str) -> None:
@@ -89,15 +104,15 @@ def _confirm(args, stdin, stdout, summary: str) -> None:
         raise UserError(f"{args.command} cancelled; nothing was changed")
 
 
-def _run_with_lock(args, config, state_path, stdout, action) -> int:
-    state = StateStore(state_path, config.deployment)
+def _run_with_lock(args, config, backend, stdout, action) -> int:
     events = Events(as_json=args.json, stream=stdout)
     run_id = uuid.uuid4().hex[:12]
-    with locked(state_path, run_id, args.command):
+    with locked(backend.lock(run_id, args.command, args.lock_timeout)):
+        state = StateStore(backend, config.deployment)  # read under the lock: another run may just have written
         aws = Aws(config["region"])
         orchestrator = Orchestrator(config, state, aws, events, args.parallelism)
         events.emit("run_started", message=f"{args.command} {config.deployment} in {config['region']} "
-                    f"(state {state_path}, run {run_id})", command=args.command, run_id=run_id)
+                    f"(state {backend}, run {run_id})", command=args.command, run_id=run_id)
         result = action(orchestrator)
         calls = aws.ledger.totals()
         verdict = "complete" if result.ok else "FAILED"
@@ -114,17 +129,17 @@ def _run_with_lock(args, config, state_path, stdout, action) -> int:
         return 0 if result.ok else 1
 
 
-def cmd_apply(args, config, state_path, stdin, stdout) -> int:
-    StateStore(state_path, config.deployment)  # a bad state file stops us before any question
+def cmd_apply(args, config, backend, stdin, stdout) -> int:
+    StateStore(backend, config.deployment)  # a bad state file stops us before any question
     waves = step_graph.waves(step_graph.build(config))
     order = " -> ".join(", ".join(wave) for wave in waves)
     _confirm(args, stdin, stdout, f"apply {config.deployment} in {config['region']}: steps {order}\n"
              "(run `plan` first for the per-resource changes)")
-    return _run_with_lock(args, config, state_path, stdout, lambda orch: orch.apply())
+    return _run_with_lock(args, config, backend, stdout, lambda orch: orch.apply())
 
 
-def cmd_destroy(args, config, state_path, stdin, stdout) -> int:
-    StateStore(state_path, config.deployment)
+def cmd_destroy(args, config, backend, stdin, stdout) -> int:
+    StateStore(backend, config.deployment)
     waves = step_graph.waves(step_graph.build(config, for_destroy=True).reverse(copy=True))
     order = " -> ".join(", ".join(wave) for wave in waves)
     _confirm(args, stdin, stdout,
@@ -132,11 +147,11 @@ def cmd_destroy(args, config, state_path, stdin, stdout) -> int:
              f"provisioner:deployment={config.deployment}, steps {order}.\n"
              "The traces bucket is emptied and deleted; RDS keeps a final snapshot "
              f"{'(skipped: postgres_skip_final_snapshot)' if config['postgres_skip_final_snapshot'] else ''}.")
-    return _run_with_lock(args, config, state_path, stdout, lambda orch: orch.destroy())
+    return _run_with_lock(args, config, backend, stdout, lambda orch: orch.destroy())
 
 
-def _check(args, config, state_path):
-    state = StateStore(state_path, config.deployment)
+def _check(args, config, backend):
+    state = StateStore(backend, config.deployment)
     orchestrator = Orchestrator(config, state, Aws(config["region"]), Events(as_json=args.json), args.parallelism)
     return orchestrator.check()
 
@@ -149,8 +164,8 @@ def _summarise(findings) -> str:
     return "update"
 
 
-def cmd_plan(args, config, state_path, stdin, stdout) -> int:
-    report = _check(args, config, state_path)
+def cmd_plan(args, config, backend, stdin, stdout) -> int:
+    report = _check(args, config, backend)
     if args.json:
         stdout.write(json.dumps({name: {"action": _summarise(f), "findings": [str(x) for x in f]}
                                  for name, f in report.items()}, indent=2) + "\n")
@@ -164,8 +179,8 @@ def cmd_plan(args, config, state_path, stdin, stdout) -> int:
     return 0
 
 
-def cmd_verify(args, config, state_path, stdin, stdout) -> int:
-    report = _check(args, config, state_path)
+def cmd_verify(args, config, backend, stdin, stdout) -> int:
+    report = _check(args, config, backend)
     drift = {name: findings for name, findings in report.items() if findings}
     if args.json:
         stdout.write(json.dumps({"ok": not drift, "steps": {name: [str(x) for x in f] for name, f in report.items()}},
@@ -180,11 +195,11 @@ def cmd_verify(args, config, state_path, stdin, stdout) -> int:
     return 1 if drift else 0
 
 
-def cmd_status(args, config, state_path, stdin, stdout) -> int:
-    if not os.path.exists(state_path):
-        stdout.write(f"no state at {state_path}: nothing applied yet (or pass --state)\n")
+def cmd_status(args, config, backend, stdin, stdout) -> int:
+    if not backend.exists():
+        stdout.write(f"no state at {backend}: nothing applied yet (or pass --state)\n")
         return 0
-    records = StateStore(state_path, config.deployment).all_steps()
+    records = StateStore(backend, config.deployment).all_steps()
     if args.json:
         stdout.write(json.dumps(records, indent=2, sort_keys=True) + "\n")
         return 0
@@ -195,7 +210,7 @@ def cmd_status(args, config, state_path, stdin, stdout) -> int:
     return 0
 
 
-def cmd_graph(args, config, state_path, stdin, stdout) -> int:
+def cmd_graph(args, config, backend, stdin, stdout) -> int:
     create = step_graph.build(config)
     destroy = step_graph.build(config, for_destroy=True).reverse(copy=True)
     if args.format == "dot":
@@ -210,10 +225,10 @@ def cmd_graph(args, config, state_path, stdin, stdout) -> int:
     return 0
 
 
-def cmd_outputs(args, config, state_path, stdin, stdout) -> int:
-    if not os.path.exists(state_path):
-        raise UserError(f"no state at {state_path}: run apply first, or pass --state")
-    records = StateStore(state_path, config.deployment).all_steps()
+def cmd_outputs(args, config, backend, stdin, stdout) -> int:
+    if not backend.exists():
+        raise UserError(f"no state at {backend}: run apply first, or pass --state")
+    records = StateStore(backend, config.deployment).all_steps()
     outputs = {name: record.get("outputs", {}) for name, record in records.items() if record.get("outputs")}
     if args.json:
         stdout.write(json.dumps(outputs, indent=2, sort_keys=True) + "\n")
@@ -224,5 +239,25 @@ def cmd_outputs(args, config, state_path, stdin, stdout) -> int:
     return 0
 
 
+def cmd_lock(args, config, backend, stdin, stdout) -> int:
+    lock = backend.lock("-", "lock")
+    holder = lock.holder()
+    if args.action == "status":
+        if args.json:
+            stdout.write(json.dumps({"locked": holder is not None, "holder": holder}, indent=2) + "\n")
+        elif holder is None:
+            stdout.write(f"{backend}: unlocked\n")
+        else:
+            stdout.write(f"{backend}: {describe_holder(holder)}" + (" (expired)" if holder.get("expired") else "") + "\n")
+        return 0
+    if holder is None:
+        stdout.write(f"{backend}: no lock to break\n")
+        return 0
+    lock.break_lock()
+    stdout.write(f"{backend}: broke the lock; it was held by {describe_holder(holder)[len('deployment is locked by '):]}."
+                 " If that run is still alive it stops at its next state write\n")
+    return 0
+
+
 COMMAND_HANDLERS = {"apply": cmd_apply, "plan": cmd_plan, "verify": cmd_verify, "status": cmd_status,
-                    "destroy": cmd_destroy, "graph": cmd_graph, "outputs": cmd_outputs}
+                    "destroy": cmd_destroy, "graph": cmd_graph, "outputs": cmd_outputs, "lock": cmd_lock}

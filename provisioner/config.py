@@ -84,14 +84,16 @@ SCHEMA: dict[str, Field] = {
     "deploy_langsmith": Field(bool, True, "Install the LangSmith Helm chart."),
     "enable_langsmith_deployments": Field(bool, False, "The LangSmith Deployments add-on (host-backend, listener, operator)."),
     # sections filled in by later features
-    "state": Field(dict, {}, "Where the state lives: {backend: local, path} (default state/{deployment}.json)."),
+    "state": Field(dict, {}, "Where the state lives: {backend: local, path} (default state/{deployment}.json) or {backend: s3, bucket, key, region, lease_seconds}."),
     "kubernetes": Field(dict, {}, "How to reach the cluster: {kubeconfig, context} override the EKS endpoint and token."),
     "charts": Field(dict, {}, "Per-release chart source overrides: {<release>: {repo, chart, version}}."),
 }
 
+# section -> key -> (type, allowed values or None)
 SECTION_KEYS = {
-    "state": {"backend": ("local",), "path": None},
-    "kubernetes": {"kubeconfig": None, "context": None},
+    "state": {"backend": (str, ("local", "s3")), "path": (str, None), "bucket": (str, None), "key": (str, None),
+              "region": (str, None), "lease_seconds": (int, None)},
+    "kubernetes": {"kubeconfig": (str, None), "context": (str, None)},
 }
 CHART_KEYS = ("repo", "chart", "version")
 
@@ -250,10 +252,24 @@ def _check_sections(cfg: Config) -> list[str]:
         for key, value in cfg[section].items():
             if key not in allowed:
                 problems.append(f"{section}.{key}: unknown key{_suggest(key, allowed)}")
-            elif allowed[key] and value not in allowed[key]:
-                problems.append(f"{section}.{key}: {value!r} is not one of {', '.join(allowed[key])}")
-            elif not isinstance(value, str):
-                problems.append(f"{section}.{key}: expected a string")
+                continue
+            expected, choices = allowed[key]
+            if not _type_ok(value, expected):
+                problems.append(f"{section}.{key}: expected {_type_name(expected)}, got {value!r}")
+            elif choices and value not in choices:
+                problems.append(f"{section}.{key}: {value!r} is not one of {', '.join(choices)}")
+    state = cfg["state"]
+    if state.get("backend") == "s3":
+        if not state.get("bucket"):
+            problems.append("state.bucket: required with backend s3 (a versioned bucket for the state)")
+        if "path" in state:
+            problems.append("state.path: only for backend local; use state.key with backend s3")
+    else:
+        for key in ("bucket", "key", "region", "lease_seconds"):
+            if key in state:
+                problems.append(f"state.{key}: only used with `backend: s3`; add it or remove this key")
+    if state.get("lease_seconds") is not None and not 5 <= state["lease_seconds"] <= 3600:
+        problems.append("state.lease_seconds: use a number of seconds from 5 to 3600")
     for release, source in cfg["charts"].items():
         if release not in HELM_RELEASES:
             problems.append(f"charts.{release}: unknown release{_suggest(release, HELM_RELEASES)}; releases are {', '.join(HELM_RELEASES)}")

@@ -38,7 +38,8 @@ def execute(graph: nx.DiGraph, run_step: Callable[[str], bool], parallelism: int
     done: set[str] = set()
     running: dict = {}
     started_at: dict[str, float] = {}
-    with ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="step") as pool:
+    pool = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="step")
+    try:
         while True:
             if not result.failed:
                 for node in sorted(pending):
@@ -61,5 +62,11 @@ def execute(graph: nx.DiGraph, run_step: Callable[[str], bool], parallelism: int
                     result.succeeded.append(node)
                 else:
                     result.failed.append(node)
+    except BaseException:
+        # Ctrl-C or a crash: do not wait for running steps (an RDS wait can last an hour);
+        # the state already says what exists.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     result.not_started = sorted(pending)
     return result

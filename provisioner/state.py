@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import threading
+import time
 import uuid
 from contextlib import contextmanager
 
@@ -19,6 +20,7 @@ from .errors import LockHeld, StateError
 
 FORMAT_VERSION = 1
 STATUSES = ("pending", "creating", "created", "failed", "destroying", "destroyed")
+LOCK_POLL_SECONDS = 1.0
 
 
 def now() -> str:
@@ -29,45 +31,36 @@ def default_path(deployment: str) -> str:
     return os.path.join("state", f"{deployment}.json")
 
 
-class StateStore:
-    """Thread-safe view of one deployment's state file; every update is persisted."""
+class LocalBackend:
+    """The state as a local file, replaced atomically; locked by a file beside it."""
 
-    def __init__(self, path: str, deployment: str):
+    def __init__(self, path: str):
         self.path = path
-        self.deployment = deployment
-        self._mutex = threading.RLock()
-        self.data = self._read()
 
-    def _read(self) -> dict:
-        if not os.path.exists(self.path):
-            return {"format_version": FORMAT_VERSION, "deployment": self.deployment, "serial": 0,
-                    "lineage": str(uuid.uuid4()), "steps": {}}
+    def __str__(self) -> str:
+        return self.path
+
+    def exists(self) -> bool:
+        return os.path.exists(self.path)
+
+    def load(self) -> dict | None:
+        if not self.exists():
+            return None
         try:
             with open(self.path, encoding="utf-8") as handle:
-                data = json.load(handle)
+                return json.load(handle)
         except (OSError, ValueError) as exc:
             raise StateError(f"state file {self.path} is unreadable or corrupt ({exc}); it was left as it is. "
-                             "Restore it from a backup, or move it aside: destroy can find resources by their tags without it")
-        if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
-            found = data.get("format_version") if isinstance(data, dict) else None
-            raise StateError(f"state file {self.path} has format version {found!r}; this provisioner reads version "
-                             f"{FORMAT_VERSION}. Use the provisioner release that wrote it; the file was left as it is")
-        if data.get("deployment") != self.deployment:
-            raise StateError(f"state file {self.path} belongs to deployment {data.get('deployment')!r}, not "
-                             f"{self.deployment!r}; pass --state with this deployment's file")
-        if not isinstance(data.get("steps"), dict):
-            raise StateError(f"state file {self.path} has no steps table; it was left as it is")
-        return data
+                             "Restore it from a backup, or move it aside: destroy can find resources by their tags "
+                             "without it")
 
-    def _write(self) -> None:
-        self.data["serial"] += 1
-        self.data["updated_at"] = now()
+    def save(self, data: dict) -> None:
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
         temp = f"{self.path}.{os.getpid()}.{threading.get_ident()}.tmp"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(self.data, handle, indent=2, sort_keys=True)
+            json.dump(data, handle, indent=2, sort_keys=True)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, self.path)
@@ -76,6 +69,40 @@ class StateStore:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+    def lock(self, run_id: str, command: str, wait_seconds: float = 0) -> "FileLock":
+        return FileLock(self.path, run_id, command, wait_seconds)
+
+
+class StateStore:
+    """Thread-safe view of one deployment's state; every update is persisted at once."""
+
+    def __init__(self, backend, deployment: str):
+        self.backend = backend
+        self.deployment = deployment
+        self._mutex = threading.RLock()
+        self.data = self._validated(backend.load())
+
+    def _validated(self, data) -> dict:
+        where = f"state {self.backend}"
+        if data is None:
+            return {"format_version": FORMAT_VERSION, "deployment": self.deployment, "serial": 0,
+                    "lineage": str(uuid.uuid4()), "steps": {}}
+        if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+            found = data.get("format_version") if isinstance(data, dict) else None
+            raise StateError(f"{where} has format version {found!r}; this provisioner reads version "
+                             f"{FORMAT_VERSION}. Use the provisioner release that wrote it; it was left as it is")
+        if data.get("deployment") != self.deployment:
+            raise StateError(f"{where} belongs to deployment {data.get('deployment')!r}, not "
+                             f"{self.deployment!r}; pass --state with this deployment's file")
+        if not isinstance(data.get("steps"), dict):
+            raise StateError(f"{where} has no steps table; it was left as it is")
+        return data
+
+    def _write(self) -> None:
+        self.data["serial"] += 1
+        self.data["updated_at"] = now()
+        self.backend.save(self.data)
 
     def step(self, name: str) -> dict:
         """A copy of one step's record (empty defaults when the step never ran)."""
@@ -120,31 +147,33 @@ class FileLock:
     killed run never blocks the next one.
     """
 
-    def __init__(self, state_path: str, run_id: str, command: str):
+    def __init__(self, state_path: str, run_id: str, command: str, wait_seconds: float = 0):
         self.path = state_path + ".lock"
+        self.wait_seconds = wait_seconds
         self.info = {"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id,
                      "command": command, "started_at": now()}
 
     def acquire(self) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        for _ in range(3):
+        deadline = time.monotonic() + self.wait_seconds
+        while True:
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
                 holder = self.holder()
                 if holder is not None and self._alive(holder):
-                    raise LockHeld(
-                        f"deployment is locked by {holder.get('command', 'a run')} (pid {holder.get('pid')} on "
-                        f"{holder.get('host')}, run {holder.get('run_id')}, since {holder.get('started_at')}); "
-                        f"wait for it to finish. If that process is gone from another host, delete {self.path}")
-                self._break_stale()
+                    if time.monotonic() < deadline:
+                        time.sleep(LOCK_POLL_SECONDS)
+                        continue
+                    raise LockHeld(describe_holder(holder) + "; wait for it to finish (or pass --lock-timeout). "
+                                   "If that process is gone from another host, run `lock break`")
+                self.break_lock()
                 continue
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(self.info, handle)
                 handle.flush()
                 os.fsync(handle.fileno())
             return
-        raise LockHeld(f"could not take the lock {self.path}; another run keeps taking it")
 
     def holder(self) -> dict | None:
         try:
@@ -166,7 +195,7 @@ class FileLock:
             return True
         return int(holder.get("pid", 0)) > 0
 
-    def _break_stale(self) -> None:
+    def break_lock(self) -> None:
         try:
             os.unlink(self.path)
         except FileNotFoundError:
@@ -175,12 +204,16 @@ class FileLock:
     def release(self) -> None:
         holder = self.holder()
         if holder and holder.get("run_id") == self.info["run_id"]:
-            self._break_stale()
+            self.break_lock()
+
+
+def describe_holder(holder: dict) -> str:
+    return (f"deployment is locked by {holder.get('command', 'a run')} (pid {holder.get('pid')} on "
+            f"{holder.get('host')}, run {holder.get('run_id')}, since {holder.get('started_at')})")
 
 
 @contextmanager
-def locked(state_path: str, run_id: str, command: str):
-    lock = FileLock(state_path, run_id, command)
+def locked(lock):
     lock.acquire()
     try:
         yield lock
