@@ -12,6 +12,7 @@ import sys
 import uuid
 
 from . import config as config_module
+from . import preflight
 from . import graph as step_graph
 from .aws import RETRY_CONFIG, Aws, make_session
 from .errors import LockHeld, UserError
@@ -28,6 +29,7 @@ COMMANDS = {
     "destroy": "tear everything down in reverse order (works without the state file)",
     "graph": "print the create and destroy orders (text, DOT or Mermaid)",
     "outputs": "print the outputs recorded in the state",
+    "preflight": "read-only checks (credentials, zones, quotas, leftovers, certificate); apply runs them first",
     "lock": "show (`lock status`) or clear (`lock break`) the deployment's lock",
 }
 
@@ -113,6 +115,10 @@ def _run_with_lock(args, config, backend, stdout, action) -> int:
         orchestrator = Orchestrator(config, state, aws, events, args.parallelism)
         events.emit("run_started", message=f"{args.command} {config.deployment} in {config['region']} "
                     f"(state {backend}, run {run_id})", command=args.command, run_id=run_id)
+        if args.command == "apply" and not report_preflight(preflight.run(config, aws, state), events):
+            events.emit("run_finished", message="Apply stopped by preflight before creating anything; fix the "
+                        "problems above and run it again", ok=False)
+            return 1
         result = action(orchestrator)
         calls = aws.ledger.totals()
         verdict = "complete" if result.ok else "FAILED"
@@ -127,6 +133,21 @@ def _run_with_lock(args, config, backend, stdout, action) -> int:
                     ok=result.ok, succeeded=result.succeeded, failed=result.failed,
                     not_started=result.not_started, aws_calls=dict(calls))
         return 0 if result.ok else 1
+
+
+def report_preflight(checks, events: Events) -> bool:
+    for check in checks:
+        fix = f" -> fix: {check.fix}" if check.fix and check.outcome != preflight.PASS else ""
+        events.emit("preflight", "preflight", f"{check.outcome:<7} {check.name}: {check.detail}{fix}",
+                    check=check.name, outcome=check.outcome, detail=check.detail, fix=check.fix)
+    return all(check.outcome != preflight.FAIL for check in checks)
+
+
+def cmd_preflight(args, config, backend, stdin, stdout) -> int:
+    events = Events(as_json=args.json, stream=stdout)
+    ok = report_preflight(preflight.run(config, Aws(config["region"]), StateStore(backend, config.deployment)), events)
+    events.say("Preflight passed." if ok else "Preflight failed: fix the problems above before apply.")
+    return 0 if ok else 1
 
 
 def cmd_apply(args, config, backend, stdin, stdout) -> int:
@@ -260,4 +281,5 @@ def cmd_lock(args, config, backend, stdin, stdout) -> int:
 
 
 COMMAND_HANDLERS = {"apply": cmd_apply, "plan": cmd_plan, "verify": cmd_verify, "status": cmd_status,
-                    "destroy": cmd_destroy, "graph": cmd_graph, "outputs": cmd_outputs, "lock": cmd_lock}
+                    "destroy": cmd_destroy, "graph": cmd_graph, "outputs": cmd_outputs, "lock": cmd_lock,
+                    "preflight": cmd_preflight}

@@ -101,6 +101,7 @@ NAME_PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
 ENVIRONMENT_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 ACM_ARN_RE = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[a-zA-Z0-9-]+$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]$")
 
 
@@ -203,6 +204,12 @@ def _check_values(cfg: Config) -> list[str]:
         problems.append(f"eks_cluster_version: {cfg['eks_cluster_version']!r} must look like 1.34")
     if cfg["acm_certificate_arn"] and not ACM_ARN_RE.match(cfg["acm_certificate_arn"]):
         problems.append("acm_certificate_arn: not an ACM certificate ARN (arn:aws:acm:<region>:<account>:certificate/<id>)")
+    domain = cfg["langsmith_domain"]
+    if domain.startswith("*."):
+        problems.append(f"langsmith_domain: {domain!r} is a wildcard; give the hostname itself (certificates cover the "
+                        "apex only: wildcard SANs fail CAA checks)")
+    elif domain and not DOMAIN_RE.match(domain):
+        problems.append(f"langsmith_domain: {domain!r} is not a hostname like langsmith.example.com")
     if cfg["letsencrypt_email"] and not EMAIL_RE.match(cfg["letsencrypt_email"]):
         problems.append(f"letsencrypt_email: {cfg['letsencrypt_email']!r} is not an email address")
     for key in ("private_subnets", "public_subnets", "firewall_allowed_fqdns"):

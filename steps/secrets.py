@@ -65,6 +65,8 @@ class Secrets(Step):
             ctx.progress(f"warning: no license key; export {LICENSE_ENV} (or put {prefix}{LICENSE_LEAF}) before "
                          "LangSmith is installed")
         has_license = bool(license_key) or LICENSE_LEAF in existing
+        if has_license:
+            ctx.record(f"parameter/{LICENSE_LEAF}", prefix + LICENSE_LEAF)
         names = {leaf: prefix + leaf for leaf in [*GENERATORS, *([LICENSE_LEAF] if has_license else [])]}
         return {"parameter_prefix": prefix, "parameters": names}
 
