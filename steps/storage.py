@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 from provisioner.errors import StepError
 from provisioner.aws import not_found
 from provisioner.reaping import delete_endpoints_by_id, error_code
-from provisioner.tags import tag_dict
+from provisioner.tags import idempotency_token, tag_dict
 
 from .base import Finding, Step, register
 
@@ -75,7 +75,7 @@ class Storage(Step):
                                  lambda: ec2.create_vpc_endpoint(
                                      VpcEndpointType="Gateway", VpcId=vpc["vpc_id"], RouteTableIds=route_tables,
                                      ServiceName=f"com.amazonaws.{ctx.config['region']}.s3",
-                                     ClientToken=hashlib.sha256(f"{bucket}/{vpc['vpc_id']}".encode()).hexdigest()[:32],
+                                     ClientToken=idempotency_token(bucket, vpc["vpc_id"]),
                                      TagSpecifications=ctx.tags.ec2_spec("vpc-endpoint", "s3-endpoint"),
                                  )["VpcEndpoint"]["VpcEndpointId"])
         endpoint = ec2.describe_vpc_endpoints(VpcEndpointIds=[endpoint_id])["VpcEndpoints"][0]

@@ -6,10 +6,10 @@ reference leaves off). With create_vpc false the step only checks the given IDs.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 
 from provisioner.errors import StepError
+from provisioner.tags import idempotency_token
 from provisioner.reaping import delete_detached_interfaces, delete_endpoints, delete_with_retry, explain_vpc
 from provisioner.waiting import wait_until
 
@@ -69,7 +69,7 @@ class Vpc(Step):
             Domain="vpc", TagSpecifications=ctx.tags.ec2_spec("elastic-ip", "nat-eip"))["AllocationId"])
         nat_id = ctx.ensure("nat_gateway", lambda: self._find_nat(ctx), lambda: ec2.create_nat_gateway(
             SubnetId=public[0], AllocationId=allocation_id,
-            ClientToken=_token(ctx.config.deployment, "nat", allocation_id),
+            ClientToken=idempotency_token(ctx.config.deployment, "nat", allocation_id),
             TagSpecifications=ctx.tags.ec2_spec("natgateway", "nat"))["NatGateway"]["NatGatewayId"])
         self._wait_for_nat(ctx, ec2, nat_id)
 
@@ -282,8 +282,3 @@ class Vpc(Step):
 
 def _route_matches(route: dict, target: dict) -> bool:
     return route.get("State") != "blackhole" and all(route.get(key) == value for key, value in target.items())
-
-
-def _token(*parts: str) -> str:
-    """A client token derived from the deployment and resource: a retried create is idempotent."""
-    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:32]

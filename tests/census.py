@@ -70,4 +70,16 @@ def census(deployment: str, region: str = "us-east-1") -> Counter:
     for group in elasticache.describe_cache_subnet_groups()["CacheSubnetGroups"]:
         if group["CacheSubnetGroupName"].startswith(f"{deployment}-"):
             found.append(("cache-subnet-group", group["CacheSubnetGroupName"]))
+    iam, eks = _client("iam", region), _client("eks", region)
+    for role in iam.list_roles()["Roles"]:
+        if _tags(iam.list_role_tags(RoleName=role["RoleName"])["Tags"]).get(DEPLOYMENT_TAG) == deployment:
+            found.append(("iam-role", role["RoleName"]))
+    for provider in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]:
+        tags = iam.list_open_id_connect_provider_tags(OpenIDConnectProviderArn=provider["Arn"])["Tags"]
+        if _tags(tags).get(DEPLOYMENT_TAG) == deployment:
+            found.append(("oidc-provider", _tags(tags).get("Name")))
+    for cluster in eks.list_clusters()["clusters"]:
+        if cluster.startswith(f"{deployment}-"):
+            found.append(("eks-cluster", cluster))
+            found += [("eks-nodegroup", n) for n in eks.list_nodegroups(clusterName=cluster)["nodegroups"]]
     return Counter(found)

@@ -5,9 +5,16 @@ moto server (it runs in this test process, so the product still talks real HTTP)
   deletes the group, and refuses while a live replication group still uses it, as AWS does.
 - ElastiCache replication groups stay 'deleting' forever in moto. Here a deleted group
   answers 'deleting' to one describe and is gone after that, as in AWS (minus the minutes).
+- IAM: moto knows AWS-managed policies only when it loads all ~1,600 of them, which
+  costs over a second on every reset. Here only the ones the product attaches are
+  loaded; attaching any other still fails, as an unknown policy does in AWS.
 """
 
+import json
+
 from moto.elasticache import models, responses
+from moto.iam import models as iam_models
+from moto.iam.aws_managed_policies import aws_managed_policies_data
 from moto.elasticache.exceptions import CacheSubnetGroupNotFound
 from moto.elasticache.exceptions import ElastiCacheException
 
@@ -47,7 +54,21 @@ def _describe_replication_groups(self, replication_group_id=None):
     return groups
 
 
+MANAGED_POLICIES = ("AmazonEKSClusterPolicy", "AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy",
+                    "AmazonEC2ContainerRegistryReadOnly", "AmazonEBSCSIDriverPolicy", "AmazonSSMManagedInstanceCore")
+_managed_policy_data = {}
+
+
+def _init_aws_policies(self):
+    if not _managed_policy_data:
+        everything = json.loads(aws_managed_policies_data)
+        _managed_policy_data.update({name: everything[name] for name in MANAGED_POLICIES})
+    return [iam_models.AWSManagedPolicy.from_data(name, self.account_id, self.region_name, data)
+            for name, data in _managed_policy_data.items()]
+
+
 def install() -> None:
+    iam_models.IAMBackend._init_aws_policies = _init_aws_policies
     models.ElastiCacheBackend.delete_cache_subnet_group = _delete_cache_subnet_group
     responses.ElastiCacheResponse.delete_cache_subnet_group = _delete_cache_subnet_group_response
     models.ElastiCacheBackend.describe_replication_groups = _describe_replication_groups

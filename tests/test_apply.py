@@ -130,6 +130,26 @@ def test_redis_has_tls_encryption_at_rest_and_an_auth_token(applied):
     assert group["CacheNodeType"] == "cache.m6g.xlarge"
 
 
+def test_eks_cluster_oidc_and_node_group(applied):
+    eks, iam = client("eks"), client("iam")
+    cluster = eks.describe_cluster(name="acme-test-eks")["cluster"]
+    assert cluster["status"] == "ACTIVE" and cluster["version"] == "1.34"
+    state = json.loads(open("state/acme-test.json").read())["steps"]
+    vpc = state["vpc"]["outputs"]
+    assert set(cluster["resourcesVpcConfig"]["subnetIds"]) == set(vpc["private_subnet_ids"] + vpc["public_subnet_ids"])
+    assert cluster["logging"]["clusterLogging"][0]["enabled"]
+    assert cluster["roleArn"].endswith(":role/acme-test-eks-cluster")
+    attached = iam.list_attached_role_policies(RoleName="acme-test-eks-node")["AttachedPolicies"]
+    assert {p["PolicyName"] for p in attached} == {"AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy",
+                                                   "AmazonEC2ContainerRegistryReadOnly"}
+    issuer = cluster["identity"]["oidc"]["issuer"].removeprefix("https://")
+    providers = [p["Arn"] for p in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]]
+    assert [p for p in providers if p.endswith(issuer)] == [state["eks"]["outputs"]["oidc_provider_arn"]]
+    group = eks.describe_nodegroup(clusterName="acme-test-eks", nodegroupName="acme-test-default")["nodegroup"]
+    assert group["scalingConfig"] == {"minSize": 3, "maxSize": 10, "desiredSize": 3}
+    assert group["instanceTypes"] == ["m5.4xlarge"] and set(group["subnets"]) == set(vpc["private_subnet_ids"])
+
+
 def test_reapply_makes_no_mutating_call(applied, monkeypatch):
     config, _ = applied
     recorder = CallRecorder()
@@ -137,7 +157,7 @@ def test_reapply_makes_no_mutating_call(applied, monkeypatch):
     result = run_cli("apply", config, "--yes")
     assert result.code == 0, result
     assert recorder.mutating == []
-    assert "0 mutating" in result.out and result.out.count("unchanged") == 5
+    assert "0 mutating" in result.out and result.out.count("unchanged") == 6
 
 
 def test_apply_adopts_and_repairs_drift(applied):
@@ -161,7 +181,7 @@ def test_plan_before_anything_exists_says_create_for_every_step(aws, tmp_path):
     config = write_config(tmp_path / "config.yaml")
     result = run_cli("plan", config)
     assert result.code == 0
-    for step in ("vpc", "secrets", "storage", "postgres", "redis"):
+    for step in ("vpc", "secrets", "storage", "postgres", "redis", "eks"):
         assert f"{step:<10} create" in result.out
     assert census(DEPLOYMENT) == {}
 

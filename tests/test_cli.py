@@ -37,7 +37,7 @@ def test_apply_asks_on_a_terminal_and_only_yes_proceeds(aws, tmp_path):
     assert census(DEPLOYMENT) == {}
     out = io.StringIO()
     assert main(["apply", config], stdin=Terminal("yes\n"), stdout=out, stderr=err) == 0
-    assert "secrets, vpc -> postgres, redis, storage" in out.getvalue()
+    assert "secrets, vpc -> eks, postgres, redis, storage" in out.getvalue()
     assert census(DEPLOYMENT) != {}
     out = io.StringIO()
     assert main(["destroy", config], stdin=Terminal("yes\n"), stdout=out, stderr=err) == 0
@@ -52,7 +52,7 @@ def test_json_progress_is_one_event_per_line_with_timings(aws, tmp_path):
     kinds = [e["event"] for e in events]
     assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
     finished = {e["step"]: e for e in events if e["event"] == "step_finished"}
-    assert set(finished) == {"vpc", "secrets", "storage", "postgres", "redis"}
+    assert set(finished) == {"vpc", "secrets", "storage", "postgres", "redis", "eks"}
     assert all(e["seconds"] >= 0 and e["changes"] > 0 for e in finished.values())
     resources = [e for e in events if e["event"] == "resource"]
     assert any(e["id"].startswith("vpc-") for e in resources)
@@ -63,11 +63,11 @@ def test_graph_prints_orders_dot_and_mermaid(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_REGION", REGION)
     config = write_config(tmp_path / "config.yaml")
     text = run_cli("graph", config).out
-    assert "create order" in text and "1. secrets, vpc" in text and "2. postgres, redis, storage" in text
+    assert "create order" in text and "1. secrets, vpc" in text and "2. eks, postgres, redis, storage" in text
     assert "destroy order" in text
     dot = run_cli("graph", config, "--format", "dot").out
     assert '"vpc" -> "postgres";' in dot and '"postgres" -> "vpc";' in dot
-    assert '"vpc" -> "redis";' in dot and '"eks"' not in dot
+    assert '"vpc" -> "redis";' in dot and '"eks" -> "postgres"' not in dot
     mermaid = run_cli("graph", config, "--format", "mermaid").out
     assert "vpc --> postgres" in mermaid and "secrets --> redis" in mermaid
 
@@ -132,6 +132,6 @@ def test_a_failure_stops_new_steps_from_starting(aws, tmp_path, monkeypatch):
         install_session_hooks(patch, **{"before-send.ssm": ssm_down})
         result = run_cli("apply", config, "--yes", "--parallelism", "1")
     assert result.code == 1
-    assert "not started: postgres, redis, storage" in result.out
+    assert "not started: eks, postgres, redis, storage, vpc" in result.out
     state = json.loads((tmp_path / "state" / f"{DEPLOYMENT}.json").read_text())["steps"]
     assert state["secrets"]["status"] == "failed" and "postgres" not in state
