@@ -10,9 +10,7 @@ import os
 
 import pytest
 import requests
-from moto.server import ThreadedMotoServer
-
-from tests import moto_gaps
+from provisioner import simulator
 
 REGION = "us-east-1"
 LICENSE = "lic-TEST-0000-very-secret-license"
@@ -20,11 +18,8 @@ LICENSE = "lic-TEST-0000-very-secret-license"
 
 @pytest.fixture(scope="session")
 def moto_server():
-    moto_gaps.install()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
+    server, url = simulator.start_server()
+    yield url
     server.stop()
 
 

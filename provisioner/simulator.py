@@ -1,5 +1,9 @@
-"""Small, honest test doubles for what moto 5.2.5 lacks, patched into the in-process
-moto server (it runs in this test process, so the product still talks real HTTP).
+"""A simulated AWS for the tests and the benchmark: moto in server mode, in this process.
+
+Never imported by the real path; it needs moto (the `test` extra). The product talks to
+it over real HTTP through AWS_ENDPOINT_URL, exactly as it talks to AWS.
+
+Small, honest test doubles fill what moto 5.2.5 lacks:
 
 - ElastiCache DeleteCacheSubnetGroup is not implemented in moto (HTML 500). Here it
   deletes the group, and refuses while a live replication group still uses it, as AWS does.
@@ -11,15 +15,21 @@ moto server (it runs in this test process, so the product still talks real HTTP)
 """
 
 import json
+import time
 
+from moto.core.exceptions import ServiceException
+from moto.ec2.models.nat_gateways import NatGateway
+from moto.eks.models import Cluster, Nodegroup
 from moto.elasticache import models, responses
+from moto.elasticache.exceptions import CacheSubnetGroupNotFound
+from moto.elbv2.models import FakeLoadBalancer
 from moto.iam import models as iam_models
 from moto.iam.aws_managed_policies import aws_managed_policies_data
-from moto.elasticache.exceptions import CacheSubnetGroupNotFound
-from moto.elasticache.exceptions import ElastiCacheException
+from moto.rds.models import DBInstance
+from moto.server import ThreadedMotoServer
 
 
-class CacheSubnetGroupInUse(ElastiCacheException):
+class CacheSubnetGroupInUse(ServiceException):
     code = "CacheSubnetGroupInUse"
 
     def __init__(self, name):
@@ -72,3 +82,45 @@ def install() -> None:
     models.ElastiCacheBackend.delete_cache_subnet_group = _delete_cache_subnet_group
     responses.ElastiCacheResponse.delete_cache_subnet_group = _delete_cache_subnet_group_response
     models.ElastiCacheBackend.describe_replication_groups = _describe_replication_groups
+
+
+# Realistic times to create (seconds), as AWS takes them; simulate_latency scales them.
+CREATE_SECONDS = {"eks_cluster": 600, "eks_nodegroup": 240, "rds": 480, "elasticache": 480, "nat_gateway": 90,
+                  "load_balancer": 120}
+_LATENCY_TARGETS = {  # model class, status attribute, in-progress value, ready value
+    "eks_cluster": (Cluster, "status", "CREATING", "ACTIVE"),
+    "eks_nodegroup": (Nodegroup, "status", "CREATING", "ACTIVE"),
+    "rds": (DBInstance, "status", "creating", "available"),
+    "elasticache": (models.ReplicationGroup, "status", "creating", "available"),
+    "nat_gateway": (NatGateway, "state", "pending", "available"),
+    "load_balancer": (FakeLoadBalancer, "state", "provisioning", "active"),
+}
+
+
+def simulate_latency(scale: float) -> None:
+    """Long-running resources report their in-progress status for scale x the realistic
+    duration after they are created, then their ready status; other states pass through."""
+    for kind, (cls, attribute, busy, ready) in _LATENCY_TARGETS.items():
+        seconds = CREATE_SECONDS[kind] * scale
+        stored, born = f"_simulated_{attribute}", "_simulated_born"
+
+        def get(self, stored=stored, born=born, busy=busy, ready=ready, seconds=seconds):
+            value = self.__dict__.get(stored)
+            if value == ready and time.monotonic() - self.__dict__.get(born, 0) < seconds:
+                return busy
+            return value
+
+        def set_(self, value, stored=stored, born=born):
+            self.__dict__.setdefault(born, time.monotonic())
+            self.__dict__[stored] = value
+
+        setattr(cls, attribute, property(get, set_))
+
+
+def start_server() -> tuple[ThreadedMotoServer, str]:
+    """A moto server on a free loopback port, with the gaps above filled."""
+    install()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    return server, f"http://{host}:{port}"
