@@ -7,12 +7,14 @@ sit in the private subnets.
 
 from __future__ import annotations
 
-import json
 
 from provisioner.aws import if_exists
 from provisioner.errors import StepError
 from provisioner.reaping import delete_with_retry
 from provisioner.tags import DEPLOYMENT_TAG, idempotency_token, tag_dict
+
+from . import _policies as policies
+from ._iam import delete_role, ensure_role, irsa_trust, trust
 from provisioner.waiting import wait_until
 
 from .base import Finding, Step, register
@@ -22,50 +24,11 @@ LOG_TYPES = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 CLUSTER_POLICIES = ["arn:aws:iam::aws:policy/AmazonEKSClusterPolicy"]
 NODE_POLICIES = ["arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy", "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
                  "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly"]
+EBS_CSI_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
+IRSA_ROLES = ("irsa-ebs-csi", "irsa-load-balancer-controller", "irsa-cluster-autoscaler", "irsa-external-secrets",
+              "irsa-cert-manager")
 CLUSTER_EXPECTED_SECONDS = 600
 NODEGROUP_EXPECTED_SECONDS = 240
-
-
-def trust(service: str) -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]})
-
-
-def ensure_role(ctx, resource: str, trust_policy: str, managed_policies: list[str], description: str) -> str:
-    """A role named <deployment>-<resource> with exactly these managed policies attached."""
-    iam, name = ctx.client("iam"), ctx.name(resource)
-    found = if_exists(iam.get_role, RoleName=name)
-    if found is None:
-        arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust_policy, Description=description,
-                              Tags=ctx.tags.as_list(resource))["Role"]["Arn"]
-    else:
-        arn = found["Role"]["Arn"]
-        if _policy_doc(found["Role"]["AssumeRolePolicyDocument"]) != json.loads(trust_policy):
-            iam.update_assume_role_policy(RoleName=name, PolicyDocument=trust_policy)
-    ctx.record(f"role/{resource}", arn)
-    attached = {p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]}
-    for policy in managed_policies:
-        if policy not in attached:
-            iam.attach_role_policy(RoleName=name, PolicyArn=policy)
-    return arn
-
-
-def delete_role(ctx, resource: str) -> None:
-    iam, name = ctx.client("iam"), ctx.name(resource)
-    role = if_exists(iam.get_role, RoleName=name)
-    if role is None or tag_dict(iam.list_role_tags(RoleName=name)["Tags"]).get(DEPLOYMENT_TAG) != ctx.config.deployment:
-        return  # absent, or not ours
-    for policy in iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]:
-        iam.detach_role_policy(RoleName=name, PolicyArn=policy["PolicyArn"])
-    for policy_name in iam.list_role_policies(RoleName=name)["PolicyNames"]:
-        iam.delete_role_policy(RoleName=name, PolicyName=policy_name)
-    iam.delete_role(RoleName=name)
-    ctx.record(f"role/{resource}", None)
-
-
-def _policy_doc(document) -> dict:
-    return json.loads(document) if isinstance(document, str) else document
-
 
 
 def describe_cluster(eks, name: str) -> dict | None:
@@ -121,10 +84,32 @@ class Eks(Step):
             desired = min(max(current["desiredSize"], scaling["minSize"]), scaling["maxSize"])
             eks.update_nodegroup_config(clusterName=cluster, nodegroupName=nodegroup,
                                         scalingConfig={**scaling, "desiredSize": desired})
-        return {"cluster_name": cluster, "cluster_arn": described["arn"], "endpoint": described["endpoint"],
-                "oidc_issuer": described["identity"]["oidc"]["issuer"], "oidc_provider_arn": oidc_arn,
-                "cluster_role_arn": cluster_role, "node_role_arn": node_role, "nodegroup": nodegroup,
-                "cluster_security_group_id": described["resourcesVpcConfig"].get("clusterSecurityGroupId")}
+        outputs = {"cluster_name": cluster, "cluster_arn": described["arn"], "endpoint": described["endpoint"],
+                   "oidc_issuer": described["identity"]["oidc"]["issuer"], "oidc_provider_arn": oidc_arn,
+                   "cluster_role_arn": cluster_role, "node_role_arn": node_role, "nodegroup": nodegroup,
+                   "cluster_security_group_id": described["resourcesVpcConfig"].get("clusterSecurityGroupId")}
+        outputs["irsa_roles"] = {
+            name: ensure_role(ctx, f"irsa-{name}", irsa_trust(outputs, namespace, [account]), managed,
+                              f"IRSA for {namespace}/{account}", inline)
+            for name, (namespace, account, managed, inline) in self._irsa_roles(ctx).items()}
+        return outputs
+
+    @staticmethod
+    def _irsa_roles(ctx) -> dict:
+        """Controller roles: name -> (namespace, service account, managed policies, inline policy)."""
+        cfg = ctx.config
+        roles = {
+            "ebs-csi": ("kube-system", "ebs-csi-controller-sa", [EBS_CSI_POLICY], None),
+            "load-balancer-controller": ("kube-system", "aws-load-balancer-controller", [],
+                                         policies.load_balancer_controller()),
+            "cluster-autoscaler": ("kube-system", "cluster-autoscaler", [],
+                                   policies.cluster_autoscaler(cluster_name(cfg))),
+            "external-secrets": ("external-secrets", "external-secrets", [],
+                                 policies.external_secrets(cfg["region"], ctx.aws.account_id(), cfg.ssm_prefix)),
+        }
+        if cfg["tls_certificate_source"] == "letsencrypt":
+            roles["cert-manager"] = ("cert-manager", "cert-manager", [], policies.cert_manager_route53())
+        return roles
 
     @staticmethod
     def _wait(ctx, describe, what: str, expected: float) -> dict:
@@ -197,5 +182,5 @@ class Eks(Step):
             if tag_dict(tags).get(DEPLOYMENT_TAG) == cfg.deployment:
                 iam.delete_open_id_connect_provider(OpenIDConnectProviderArn=provider["Arn"])
         ctx.record("oidc_provider", None)
-        for resource in ("eks-node", "eks-cluster"):
+        for resource in ("eks-node", "eks-cluster", *IRSA_ROLES):
             delete_role(ctx, resource)

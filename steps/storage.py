@@ -14,12 +14,19 @@ import json
 from botocore.exceptions import ClientError
 
 from provisioner.errors import StepError
-from provisioner.aws import not_found
+from provisioner.aws import if_exists, not_found
 from provisioner.reaping import delete_endpoints_by_id, error_code
 from provisioner.tags import idempotency_token, tag_dict
 
+from . import _policies as policies
+from ._iam import delete_role, ensure_role, irsa_trust
 from .base import Finding, Step, register
 
+ROLE = "irsa-langsmith"
+LANGSMITH_NAMESPACE = "langsmith"
+# The chart's service accounts that read and write traces (the spec's IRSA table), not the whole namespace.
+LANGSMITH_SERVICE_ACCOUNTS = ["langsmith-backend", "langsmith-platform-backend", "langsmith-queue",
+                              "langsmith-ingest-queue", "langsmith-host-backend", "langsmith-listener"]
 OBJECT_ACTIONS = ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"]
 PUBLIC_ACCESS_BLOCK = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
                        "RestrictPublicBuckets": True}
@@ -37,8 +44,12 @@ def lifecycle_rules(config) -> list[dict]:
             for prefix, days in (("ttl_s/", config["s3_ttl_short_days"]), ("ttl_l/", config["s3_ttl_long_days"]))]
 
 
-def bucket_policy(bucket: str, endpoint_id: str) -> dict:
+def bucket_policy(bucket: str, endpoint_id: str, langsmith_role: str) -> dict:
     return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "LangSmithThroughVpcEndpoint", "Effect": "Allow", "Principal": {"AWS": langsmith_role},
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"],
+         "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+         "Condition": {"StringEquals": {"aws:SourceVpce": endpoint_id}}},
         {"Sid": "DenyObjectAccessOutsideVpcEndpoint", "Effect": "Deny", "Principal": "*",
          "Action": OBJECT_ACTIONS, "Resource": f"arn:aws:s3:::{bucket}/*",
          "Condition": {"StringNotEquals": {"aws:SourceVpce": endpoint_id}}},
@@ -51,7 +62,7 @@ def bucket_policy(bucket: str, endpoint_id: str) -> dict:
 @register
 class Storage(Step):
     name = "storage"
-    requires = ("vpc",)
+    requires = ("vpc", "eks")  # the bucket policy names the LangSmith IRSA role, trusted by the cluster's OIDC
 
     def create(self, ctx) -> dict:
         s3, ec2, vpc = ctx.client("s3"), ctx.client("ec2"), ctx.upstream("vpc")
@@ -82,9 +93,13 @@ class Storage(Step):
         missing_tables = sorted(set(route_tables) - set(endpoint.get("RouteTableIds", [])))
         if missing_tables:
             ec2.modify_vpc_endpoint(VpcEndpointId=endpoint_id, AddRouteTableIds=missing_tables)
-        if settings["policy"] != bucket_policy(bucket, endpoint_id):
-            s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(bucket_policy(bucket, endpoint_id)))
-        return {"bucket_name": bucket, "bucket_arn": f"arn:aws:s3:::{bucket}", "s3_vpc_endpoint_id": endpoint_id}
+        role = ensure_role(ctx, ROLE, irsa_trust(ctx.upstream("eks"), LANGSMITH_NAMESPACE, LANGSMITH_SERVICE_ACCOUNTS),
+                           [], "LangSmith pods: the traces bucket", policies.langsmith_s3(bucket))
+        policy = bucket_policy(bucket, endpoint_id, role)
+        if settings["policy"] != policy:
+            s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+        return {"bucket_name": bucket, "bucket_arn": f"arn:aws:s3:::{bucket}", "s3_vpc_endpoint_id": endpoint_id,
+                "langsmith_role_arn": role}
 
     @staticmethod
     def _bucket_exists(s3, bucket: str) -> bool:
@@ -156,7 +171,11 @@ class Storage(Step):
             missing = sorted(set(tables) - set(endpoint.get("RouteTableIds", [])))
             if missing:
                 findings.append(Finding("S3 gateway endpoint", f"not on route tables {', '.join(missing)}"))
-            if settings is not None and settings["policy"] != bucket_policy(bucket, endpoint["VpcEndpointId"]):
+            role = if_exists(ctx.client("iam").get_role, RoleName=ctx.name(ROLE))
+            if role is None:
+                findings.append(Finding(f"role {ctx.name(ROLE)}", "missing", missing=True))
+            elif settings is not None and settings["policy"] != bucket_policy(bucket, endpoint["VpcEndpointId"],
+                                                                               role["Role"]["Arn"]):
                 findings.append(Finding(f"bucket {bucket}", "policy does not restrict objects to the endpoint"))
         return findings
 
@@ -178,6 +197,7 @@ class Storage(Step):
         delete_endpoints_by_id(ctx.client("ec2"), [e["VpcEndpointId"] for e in endpoints if e["State"].lower() != "deleted"],
                                ctx.progress)
         ctx.record("s3_endpoint", None)
+        delete_role(ctx, ROLE)
 
     @staticmethod
     def _empty(ctx, s3, bucket: str) -> None:

@@ -65,7 +65,7 @@ def test_every_resource_carries_name_ownership_and_user_tags(applied):
     for resource in tagged:
         tags = tags_of(resource["Tags"])
         assert tags["Name"].startswith("acme-test-") and tags["team"] == "platform"
-        assert tags["provisioner:step"] in ("vpc", "postgres", "redis")
+        assert tags["provisioner:step"] in ("vpc", "postgres", "redis", "eks")
     [db] = client("rds").describe_db_instances()["DBInstances"]
     assert tags_of(db["TagList"])["provisioner:step"] == "postgres"
     bucket = json.loads(open("state/acme-test.json").read())["steps"]["storage"]["outputs"]["bucket_name"]
@@ -148,6 +148,34 @@ def test_eks_cluster_oidc_and_node_group(applied):
     group = eks.describe_nodegroup(clusterName="acme-test-eks", nodegroupName="acme-test-default")["nodegroup"]
     assert group["scalingConfig"] == {"minSize": 3, "maxSize": 10, "desiredSize": 3}
     assert group["instanceTypes"] == ["m5.4xlarge"] and set(group["subnets"]) == set(vpc["private_subnet_ids"])
+
+
+def test_irsa_roles_trust_only_their_service_accounts_and_reach_only_their_resources(applied):
+    iam, s3 = client("iam"), client("s3")
+    state = json.loads(open("state/acme-test.json").read())["steps"]
+    issuer = state["eks"]["outputs"]["oidc_issuer"].removeprefix("https://")
+    langsmith = iam.get_role(RoleName="acme-test-irsa-langsmith")["Role"]
+    [statement] = langsmith["AssumeRolePolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Federated": state["eks"]["outputs"]["oidc_provider_arn"]}
+    subjects = statement["Condition"]["StringEquals"][f"{issuer}:sub"]
+    assert "system:serviceaccount:langsmith:langsmith-backend" in subjects
+    assert not any(s.endswith(":*") for s in subjects) and "StringLike" not in statement["Condition"]
+    bucket = state["storage"]["outputs"]["bucket_name"]
+    s3_policy = iam.get_role_policy(RoleName="acme-test-irsa-langsmith", PolicyName="provisioner")["PolicyDocument"]
+    resources = {r for st in s3_policy["Statement"] for r in [st["Resource"]]}
+    assert resources == {f"arn:aws:s3:::{bucket}/*", f"arn:aws:s3:::{bucket}"}
+    eso = iam.get_role_policy(RoleName="acme-test-irsa-external-secrets", PolicyName="provisioner")["PolicyDocument"]
+    assert all("parameter/langsmith/acme-test" in r for r in eso["Statement"][0]["Resource"])
+    eso_trust = iam.get_role(RoleName="acme-test-irsa-external-secrets")["Role"]["AssumeRolePolicyDocument"]
+    assert eso_trust["Statement"][0]["Condition"]["StringEquals"][f"{issuer}:sub"] == [
+        "system:serviceaccount:external-secrets:external-secrets"]
+    ebs = iam.list_attached_role_policies(RoleName="acme-test-irsa-ebs-csi")["AttachedPolicies"]
+    assert [p["PolicyName"] for p in ebs] == ["AmazonEBSCSIDriverPolicy"]
+    policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    allow = [s for s in policy["Statement"] if s["Effect"] == "Allow"]
+    assert [s["Principal"] for s in allow] == [{"AWS": langsmith["Arn"]}]
+    names = {r["RoleName"] for r in iam.list_roles()["Roles"]}
+    assert "acme-test-irsa-cert-manager" not in names  # only with letsencrypt
 
 
 def test_reapply_makes_no_mutating_call(applied, monkeypatch):

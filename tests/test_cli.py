@@ -37,7 +37,7 @@ def test_apply_asks_on_a_terminal_and_only_yes_proceeds(aws, tmp_path):
     assert census(DEPLOYMENT) == {}
     out = io.StringIO()
     assert main(["apply", config], stdin=Terminal("yes\n"), stdout=out, stderr=err) == 0
-    assert "secrets, vpc -> eks, postgres, redis, storage" in out.getvalue()
+    assert "secrets, vpc -> eks, postgres, redis -> storage" in out.getvalue()
     assert census(DEPLOYMENT) != {}
     out = io.StringIO()
     assert main(["destroy", config], stdin=Terminal("yes\n"), stdout=out, stderr=err) == 0
@@ -63,7 +63,7 @@ def test_graph_prints_orders_dot_and_mermaid(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_REGION", REGION)
     config = write_config(tmp_path / "config.yaml")
     text = run_cli("graph", config).out
-    assert "create order" in text and "1. secrets, vpc" in text and "2. eks, postgres, redis, storage" in text
+    assert "create order" in text and "1. secrets, vpc" in text and "2. eks, postgres, redis" in text and "3. storage" in text
     assert "destroy order" in text
     dot = run_cli("graph", config, "--format", "dot").out
     assert '"vpc" -> "postgres";' in dot and '"postgres" -> "vpc";' in dot
@@ -112,11 +112,14 @@ def test_failed_step_is_recorded_others_finish_and_rerun_resumes(aws, tmp_path, 
     state = json.loads((tmp_path / "state" / f"{DEPLOYMENT}.json").read_text())["steps"]
     assert state["postgres"]["status"] == "failed" and "InstanceQuotaExceeded" in state["postgres"]["last_error"]
     assert state["postgres"]["physical_ids"]["db_subnet_group"] == "acme-test-pg-subnets"
-    assert state["redis"]["status"] == "created" and state["storage"]["status"] == "created"
+    # running steps finished; storage (which waits for eks) was not started after the failure
+    assert state["redis"]["status"] == "created" and state["eks"]["status"] == "created"
+    assert "storage" not in state and "not started: storage" in result.out
     assert boto3.client("rds", region_name=REGION).describe_db_instances()["DBInstances"] == []
     rerun = run_cli("apply", config, "--yes")
     assert rerun.code == 0
     assert "postgres   created" in rerun.out and "redis      unchanged" in rerun.out
+    assert "storage    created" in rerun.out
     assert census(DEPLOYMENT)[("db-instance", "acme-test-pg")] == 1
 
 
