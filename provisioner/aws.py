@@ -30,7 +30,7 @@ def make_session(region: str) -> boto3.session.Session:
 
 def not_found(exc: BaseException) -> bool:
     code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
-    return "NotFound" in code or code in ("NoSuchEntity", "NoSuchBucket", "ParameterNotFound")
+    return "NotFound" in code or code in ("NoSuchEntity", "NoSuchBucket", "NoSuchKey", "ParameterNotFound", "404")
 
 
 def if_exists(describe, *args, **kwargs):

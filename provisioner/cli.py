@@ -14,7 +14,8 @@ import uuid
 from . import config as config_module
 from . import preflight
 from . import graph as step_graph
-from .aws import RETRY_CONFIG, Aws, make_session
+from . import aws as aws_api
+from .aws import Aws
 from .errors import LockHeld, UserError
 from .events import Events
 from .orchestrator import Orchestrator
@@ -89,7 +90,7 @@ def open_backend(config, state_override: str | None):
     state = config["state"]
     if state_override or state.get("backend", "local") == "local":
         return LocalBackend(state_override or state.get("path") or default_path(config.deployment))
-    s3 = make_session(state.get("region") or config["region"]).client("s3", config=RETRY_CONFIG)
+    s3 = aws_api.make_session(state.get("region") or config["region"]).client("s3", config=aws_api.RETRY_CONFIG)
     return S3Backend(s3, state["bucket"], state.get("key") or f"provisioner/{config.deployment}.json",
                      state.get("lease_seconds", LEASE_SECONDS))
 

@@ -20,6 +20,7 @@ import time
 
 from botocore.exceptions import ClientError
 
+from .aws import if_exists
 from .errors import LockHeld, StateError
 from .state import describe_holder, now
 
@@ -61,22 +62,13 @@ class S3Backend:
                              "--versioning-configuration Status=Enabled)")
 
     def exists(self) -> bool:
-        try:
-            self.s3.head_object(Bucket=self.bucket, Key=self.key)
-            return True
-        except ClientError as exc:
-            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
+        return if_exists(self.s3.head_object, Bucket=self.bucket, Key=self.key) is not None
 
     def load(self) -> dict | None:
         self.check_bucket()
-        try:
-            response = self.s3.get_object(Bucket=self.bucket, Key=self.key)
-        except ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404"):
-                return None
-            raise
+        response = if_exists(self.s3.get_object, Bucket=self.bucket, Key=self.key)
+        if response is None:
+            return None
         self.etag = response["ETag"]
         try:
             return json.loads(response["Body"].read())
@@ -157,12 +149,9 @@ class S3Lease:
 
     def read(self) -> tuple[dict, str, bool] | None:
         """(holder, etag, expired) of the current lease, or None when there is none."""
-        try:
-            response = self.s3.get_object(Bucket=self.bucket, Key=self.key)
-        except ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404"):
-                return None
-            raise
+        response = if_exists(self.s3.get_object, Bucket=self.bucket, Key=self.key)
+        if response is None:
+            return None
         try:
             holder = json.loads(response["Body"].read())
         except ValueError:

@@ -155,11 +155,10 @@ def test_two_operators_applying_at_once_one_proceeds_the_other_fails_clearly(s3,
 
 def test_a_run_that_loses_its_lease_stops_before_writing(s3, tmp_path, monkeypatch):
     config = s3_config(tmp_path)
-    seen, serial_at_break = [], []
+    serial_at_break = []
 
     def break_lock_midway(model, **_):
-        seen.append(model.name)
-        if len(seen) == 15:
+        if model.name == "CreateVpc":  # another operator breaks the lock while this run works
             serial_at_break.append(read_state(s3)["serial"])
             assert run_cli("lock", "break", config).code == 0
 
