@@ -4,6 +4,10 @@ that exactly the resources of a clean run exist: no duplicates, nothing missing.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import requests
@@ -55,3 +59,31 @@ def test_resume_after_a_crash_keeps_what_the_state_recorded(aws, tmp_path, monke
     final_ids = {key: value for step in final["steps"].values() for key, value in step["physical_ids"].items()}
     assert all(final_ids[key] == value for key, value in recorded.items())
     assert all(step["status"] == "created" for step in final["steps"].values())
+
+
+def test_resume_after_a_real_sigkill_of_the_process(aws, tmp_path):
+    """Not a simulated crash: the provisioner process is killed with SIGKILL mid-apply."""
+    config = write_config(tmp_path / "config.yaml")
+    state_path = tmp_path / "state" / f"{DEPLOYMENT}.json"
+    process = subprocess.Popen([sys.executable, "-m", "provisioner", "apply", config, "--yes", "--parallelism", "1"],
+                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            ids = json.loads(state_path.read_text())["steps"].get("vpc", {}).get("physical_ids", {})
+        except (OSError, ValueError):
+            ids = {}
+        if len(ids) >= 4:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert json.loads(state_path.read_text())["format_version"] == 1  # never half-written
+    assert (tmp_path / "state" / f"{DEPLOYMENT}.json.lock").exists()  # the dead run's lock
+    resumed = run_cli("apply", config, "--yes")
+    assert resumed.code == 0, resumed
+    after = census(DEPLOYMENT)
+    assert max(after.values()) == 1
+    assert after[("vpc", "acme-test-vpc")] == 1 and after[("db-instance", "acme-test-pg")] == 1
+    assert run_cli("verify", config).code == 0
