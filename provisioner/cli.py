@@ -235,7 +235,10 @@ def cmd_status(args, config, backend, stdin, stdout) -> int:
 def cmd_graph(args, config, backend, stdin, stdout) -> int:
     create = step_graph.build(config)
     destroy = step_graph.build(config, for_destroy=True).reverse(copy=True)
-    if args.format == "dot":
+    if args.json:
+        stdout.write(json.dumps({"create": step_graph.waves(create), "destroy": step_graph.waves(destroy),
+                                 "edges": sorted(create.edges)}, indent=2) + "\n")
+    elif args.format == "dot":
         stdout.write(step_graph.to_dot(create, "create") + "\n" + step_graph.to_dot(destroy, "destroy") + "\n")
     elif args.format == "mermaid":
         stdout.write(step_graph.to_mermaid(create) + "\n\n" + step_graph.to_mermaid(destroy) + "\n")

@@ -68,6 +68,9 @@ def test_graph_prints_orders_dot_and_mermaid(tmp_path, monkeypatch):
     dot = run_cli("graph", config, "--format", "dot").out
     assert '"vpc" -> "postgres";' in dot and '"postgres" -> "vpc";' in dot
     assert '"vpc" -> "redis";' in dot and '"eks" -> "postgres"' not in dot
+    as_json = json.loads(run_cli("graph", config, "--json").out)
+    assert as_json["create"][0] == ["secrets", "vpc"] and ["vpc", "eks"] in as_json["edges"]
+    assert as_json["destroy"][-1] == ["vpc"]
     mermaid = run_cli("graph", config, "--format", "mermaid").out
     assert "vpc --> postgres" in mermaid and "secrets --> redis" in mermaid
 
