@@ -22,6 +22,9 @@ PORT = 5432
 USERNAME = "langsmith"
 DATABASE = "postgres"
 EXPECTED_CREATE_SECONDS = 480
+# RDS refuses General Purpose SSD volumes under 20 GiB ("Invalid storage size"), so the
+# spec's 10 GB default is raised to that floor rather than failing the apply.
+GP3_MIN_GIB = 20
 FAILED_STATES = {"failed", "incompatible-parameters", "incompatible-network", "incompatible-restore",
                  "inaccessible-encryption-credentials", "storage-full", "restore-error"}
 
@@ -37,9 +40,10 @@ def describe_instance(rds, db_id: str) -> dict | None:
 
 def desired_settings(config) -> dict:
     """The instance settings apply converges; the keys are RDS's own field names."""
+    storage = max(config["postgres_allocated_storage"], GP3_MIN_GIB)
     return {"DBInstanceClass": config["postgres_instance_class"],
-            "AllocatedStorage": config["postgres_allocated_storage"],
-            "MaxAllocatedStorage": config["postgres_max_allocated_storage"],
+            "AllocatedStorage": storage,
+            "MaxAllocatedStorage": max(config["postgres_max_allocated_storage"], storage),
             "BackupRetentionPeriod": config["postgres_backup_retention_days"],
             "DeletionProtection": config["postgres_deletion_protection"]}
 

@@ -111,7 +111,8 @@ def test_postgres_is_private_encrypted_protected_and_reachable_from_the_vpc_only
     rds, ec2 = client("rds"), client("ec2")
     [db] = rds.describe_db_instances(DBInstanceIdentifier="acme-test-pg")["DBInstances"]
     assert db["Engine"] == "postgres" and db["EngineVersion"].startswith("16")
-    assert db["DBInstanceClass"] == "db.t3.large" and db["AllocatedStorage"] == 10
+    assert db["DBInstanceClass"] == "db.t3.large" and db["AllocatedStorage"] == 20  # the gp3 floor
+    assert db["StorageType"] == "gp3" and db["MaxAllocatedStorage"] == 100
     assert db["StorageEncrypted"] and not db["PubliclyAccessible"] and db["DeletionProtection"]
     assert db["BackupRetentionPeriod"] == 7
     subnet_ids = {s["SubnetIdentifier"] for s in db["DBSubnetGroup"]["Subnets"]}
