@@ -95,12 +95,16 @@ def open_backend(config, state_override: str | None):
                      state.get("lease_seconds", LEASE_SECONDS))
 
 
+def _refuse_without_terminal(args, stdin) -> None:
+    """Checked first: refusing must not cost an AWS call (the state may live in S3)."""
+    if not args.yes and not (hasattr(stdin, "isatty") and stdin.isatty()):
+        raise UserError(f"{args.command} needs confirmation and there is no terminal to ask on; "
+                        "add --yes to proceed without asking")
+
+
 def _confirm(args, stdin, stdout, summary: str) -> None:
     if args.yes:
         return
-    if not (hasattr(stdin, "isatty") and stdin.isatty()):
-        raise UserError(f"{args.command} needs confirmation and there is no terminal to ask on; "
-                        "add --yes to proceed without asking")
     stdout.write(summary + "\nProceed? Only 'yes' is accepted: ")
     stdout.flush()
     if stdin.readline().strip() != "yes":
@@ -152,6 +156,7 @@ def cmd_preflight(args, config, backend, stdin, stdout) -> int:
 
 
 def cmd_apply(args, config, backend, stdin, stdout) -> int:
+    _refuse_without_terminal(args, stdin)
     StateStore(backend, config.deployment)  # a bad state file stops us before any question
     waves = step_graph.waves(step_graph.build(config))
     order = " -> ".join(", ".join(wave) for wave in waves)
@@ -161,6 +166,7 @@ def cmd_apply(args, config, backend, stdin, stdout) -> int:
 
 
 def cmd_destroy(args, config, backend, stdin, stdout) -> int:
+    _refuse_without_terminal(args, stdin)
     StateStore(backend, config.deployment)
     waves = step_graph.waves(step_graph.build(config, for_destroy=True).reverse(copy=True))
     order = " -> ".join(", ".join(wave) for wave in waves)
