@@ -9,6 +9,9 @@ Small, honest test doubles fill what moto 5.2.5 lacks:
   deletes the group, and refuses while a live replication group still uses it, as AWS does.
 - ElastiCache replication groups stay 'deleting' forever in moto. Here a deleted group
   answers 'deleting' to one describe and is gone after that, as in AWS (minus the minutes).
+- EKS add-ons are not implemented in moto (HTTP 404). Here create, describe, list and
+  delete answer as AWS does for an add-on that becomes ACTIVE at once; an add-on needs
+  its cluster, and goes with it.
 - IAM: moto knows AWS-managed policies only when it loads all ~1,600 of them, which
   costs over a second on every reset. Here only the ones the product attaches are
   loaded; attaching any other still fails, as an unknown policy does in AWS.
@@ -19,6 +22,9 @@ import time
 
 from moto.core.exceptions import ServiceException
 from moto.ec2.models.nat_gateways import NatGateway
+from moto.eks import exceptions as eks_exceptions
+from moto.eks import responses as eks_responses
+from moto.eks import urls as eks_urls
 from moto.eks.models import Cluster, Nodegroup
 from moto.elasticache import models, responses
 from moto.elasticache.exceptions import CacheSubnetGroupNotFound
@@ -77,7 +83,77 @@ def _init_aws_policies(self):
             for name, data in _managed_policy_data.items()]
 
 
+def _addons(response) -> dict:
+    backend = response.eks_backend
+    if not hasattr(backend, "simulated_addons"):
+        backend.simulated_addons = {}
+    return backend.simulated_addons
+
+
+def _addon_path(response) -> tuple[str, str | None]:
+    parts = response.path.split("?")[0].strip("/").split("/")  # clusters/<name>/addons[/<addon>]
+    return parts[1], parts[3] if len(parts) > 3 else None
+
+
+def _addon_missing(cluster: str, addon: str | None):
+    return eks_exceptions.ResourceNotFoundException(
+        clusterName=cluster, nodegroupName=None, fargateProfileName=None, addonName=addon,
+        message=f"No addon: {addon} found in cluster: {cluster}" if addon else f"No cluster found for name: {cluster}.")
+
+
+def _known_cluster(response, cluster: str) -> None:
+    if cluster not in response.eks_backend.clusters:
+        raise _addon_missing(cluster, None)
+    for key in [k for k in _addons(response) if k[0] not in response.eks_backend.clusters]:
+        del _addons(response)[key]  # add-ons go with their cluster
+
+
+def _create_addon(self):
+    cluster, _ = _addon_path(self)
+    _known_cluster(self, cluster)
+    name = self._get_param("addonName")
+    if (cluster, name) in _addons(self):
+        raise eks_exceptions.ResourceInUseException(clusterName=cluster, nodegroupName=None, addonName=name,
+                                                    message=f"Addon already exists: {name}")
+    arn = f"arn:aws:eks:{self.region}:{self.current_account}:addon/{cluster}/{name}/simulated"
+    _addons(self)[(cluster, name)] = {
+        "addonName": name, "clusterName": cluster, "status": "ACTIVE", "addonArn": arn,
+        "addonVersion": self._get_param("addonVersion") or "v1.0.0-eksbuild.1",
+        "serviceAccountRoleArn": self._get_param("serviceAccountRoleArn"), "tags": self._get_param("tags") or {}}
+    return json.dumps({"addon": _addons(self)[(cluster, name)]})
+
+
+def _describe_addon(self):
+    cluster, name = _addon_path(self)
+    _known_cluster(self, cluster)
+    if (cluster, name) not in _addons(self):
+        raise _addon_missing(cluster, name)
+    return json.dumps({"addon": _addons(self)[(cluster, name)]})
+
+
+def _list_addons(self):
+    cluster, _ = _addon_path(self)
+    _known_cluster(self, cluster)
+    return json.dumps({"addons": sorted(name for c, name in _addons(self) if c == cluster)})
+
+
+def _delete_addon(self):
+    cluster, name = _addon_path(self)
+    _known_cluster(self, cluster)
+    if (cluster, name) not in _addons(self):
+        raise _addon_missing(cluster, name)
+    return json.dumps({"addon": {**_addons(self).pop((cluster, name)), "status": "DELETING"}})
+
+
 def install() -> None:
+    eks_urls.url_paths.update({
+        "{0}/clusters/(?P<name>[^/]+)/addons$": eks_urls.response.dispatch,
+        "{0}/clusters/(?P<name>[^/]+)/addons/(?P<addonName>[^/]+)$": eks_urls.response.dispatch,
+    })
+    eks_responses.EKSResponse.create_addon = _create_addon
+    eks_responses.EKSResponse.describe_addon = _describe_addon
+    eks_responses.EKSResponse.list_addons = _list_addons
+    eks_responses.EKSResponse.delete_addon = _delete_addon
     iam_models.IAMBackend._init_aws_policies = _init_aws_policies
     models.ElastiCacheBackend.delete_cache_subnet_group = _delete_cache_subnet_group
     responses.ElastiCacheResponse.delete_cache_subnet_group = _delete_cache_subnet_group_response

@@ -27,6 +27,8 @@ NODE_POLICIES = ["arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy", "arn:aws:i
 EBS_CSI_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
 IRSA_ROLES = ("irsa-ebs-csi", "irsa-load-balancer-controller", "irsa-cluster-autoscaler", "irsa-external-secrets",
               "irsa-cert-manager")
+EBS_CSI_ADDON = "aws-ebs-csi-driver"
+ADDON_EXPECTED_SECONDS = 90
 CLUSTER_EXPECTED_SECONDS = 600
 NODEGROUP_EXPECTED_SECONDS = 240
 
@@ -34,6 +36,11 @@ NODEGROUP_EXPECTED_SECONDS = 240
 def describe_cluster(eks, name: str) -> dict | None:
     found = if_exists(eks.describe_cluster, name=name)
     return found["cluster"] if found else None
+
+
+def describe_addon(eks, cluster: str, name: str) -> dict | None:
+    found = if_exists(eks.describe_addon, clusterName=cluster, addonName=name)
+    return found["addon"] if found else None
 
 
 def describe_nodegroup(eks, cluster: str, name: str) -> dict | None:
@@ -92,7 +99,24 @@ class Eks(Step):
             name: ensure_role(ctx, f"irsa-{name}", irsa_trust(outputs, namespace, [account]), managed,
                               f"IRSA for {namespace}/{account}", inline)
             for name, (namespace, account, managed, inline) in self._irsa_roles(ctx).items()}
+        self._ensure_ebs_csi_addon(ctx, cluster, outputs["irsa_roles"]["ebs-csi"])
+        outputs["addons"] = [EBS_CSI_ADDON]
         return outputs
+
+    def _ensure_ebs_csi_addon(self, ctx, cluster: str, role_arn: str) -> None:
+        """The EBS CSI driver (ClickHouse's volumes), running under its own IRSA role."""
+        eks = ctx.client("eks")
+        addon = describe_addon(eks, cluster, EBS_CSI_ADDON)
+        if addon is None:
+            eks.create_addon(clusterName=cluster, addonName=EBS_CSI_ADDON, serviceAccountRoleArn=role_arn,
+                             resolveConflicts="OVERWRITE", tags=ctx.tags.tags("ebs-csi"),
+                             clientRequestToken=idempotency_token(cluster, EBS_CSI_ADDON, role_arn))
+        elif addon.get("serviceAccountRoleArn") != role_arn:
+            eks.update_addon(clusterName=cluster, addonName=EBS_CSI_ADDON, serviceAccountRoleArn=role_arn,
+                             resolveConflicts="OVERWRITE")
+        ctx.record(f"addon/{EBS_CSI_ADDON}", EBS_CSI_ADDON)
+        self._wait(ctx, lambda: describe_addon(eks, cluster, EBS_CSI_ADDON), f"add-on {EBS_CSI_ADDON}",
+                   ADDON_EXPECTED_SECONDS)
 
     @staticmethod
     def _irsa_roles(ctx) -> dict:
@@ -144,6 +168,10 @@ class Eks(Step):
                                     f"{cfg['eks_cluster_version']} (upgrade one minor version at a time)"))
         if self._find_oidc(ctx, described) is None:
             findings.append(Finding("OIDC provider", "missing", missing=True))
+        addon = describe_addon(eks, cluster, EBS_CSI_ADDON)
+        if addon is None or addon["status"] != "ACTIVE":
+            findings.append(Finding(f"add-on {EBS_CSI_ADDON}", "missing" if addon is None else addon["status"],
+                                    missing=addon is None))
         group = describe_nodegroup(eks, cluster, ctx.name("default"))
         if group is None:
             findings.append(Finding(f"node group {ctx.name('default')}", "missing", missing=True))
@@ -163,6 +191,12 @@ class Eks(Step):
         cluster = cluster_name(cfg)
         described = describe_cluster(eks, cluster)
         if described is not None:
+            for addon in eks.list_addons(clusterName=cluster)["addons"]:
+                if if_exists(eks.delete_addon, clusterName=cluster, addonName=addon) is not None:
+                    wait_until(lambda a=addon: describe_addon(eks, cluster, a) is None,
+                               what=f"add-on {addon} to be deleted", expected_seconds=60, timeout_seconds=900,
+                               progress=ctx.progress)
+                ctx.record(f"addon/{addon}", None)
             for nodegroup in eks.list_nodegroups(clusterName=cluster)["nodegroups"]:
                 if describe_nodegroup(eks, cluster, nodegroup)["status"] != "DELETING":
                     eks.delete_nodegroup(clusterName=cluster, nodegroupName=nodegroup)

@@ -82,4 +82,5 @@ def census(deployment: str, region: str = "us-east-1") -> Counter:
         if cluster.startswith(f"{deployment}-"):
             found.append(("eks-cluster", cluster))
             found += [("eks-nodegroup", n) for n in eks.list_nodegroups(clusterName=cluster)["nodegroups"]]
+            found += [("eks-addon", a) for a in eks.list_addons(clusterName=cluster)["addons"]]
     return Counter(found)

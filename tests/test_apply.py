@@ -146,6 +146,8 @@ def test_eks_cluster_oidc_and_node_group(applied):
     issuer = cluster["identity"]["oidc"]["issuer"].removeprefix("https://")
     providers = [p["Arn"] for p in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]]
     assert [p for p in providers if p.endswith(issuer)] == [state["eks"]["outputs"]["oidc_provider_arn"]]
+    addon = eks.describe_addon(clusterName="acme-test-eks", addonName="aws-ebs-csi-driver")["addon"]
+    assert addon["status"] == "ACTIVE" and addon["serviceAccountRoleArn"].endswith(":role/acme-test-irsa-ebs-csi")
     group = eks.describe_nodegroup(clusterName="acme-test-eks", nodegroupName="acme-test-default")["nodegroup"]
     assert group["scalingConfig"] == {"minSize": 3, "maxSize": 10, "desiredSize": 3}
     assert group["instanceTypes"] == ["m5.4xlarge"] and set(group["subnets"]) == set(vpc["private_subnet_ids"])
