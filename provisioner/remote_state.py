@@ -107,6 +107,8 @@ class S3Lease:
                      "run_id": run_id, "command": command, "started_at": now(), "lease_seconds": lease_seconds}
         self.etag: str | None = None
         self.lost = False
+        # Renewal changes the ETag; a check racing it would see a lease that is still ours as lost.
+        self._mutex = threading.Lock()
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
@@ -163,20 +165,22 @@ class S3Lease:
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.lease_seconds / 3):
-            try:
-                self.etag = self._put(IfMatch=self.etag)
-            except ClientError:
-                self.lost = True
-                return
+            with self._mutex:
+                try:
+                    self.etag = self._put(IfMatch=self.etag)
+                except ClientError:
+                    self.lost = True
+                    return
 
     def check(self) -> None:
         """Fence: the lease object must still be the one this run wrote."""
-        if not self.lost:
-            try:
-                current = self.s3.head_object(Bucket=self.bucket, Key=self.key)["ETag"]
-            except ClientError:
-                current = None
-            self.lost = current != self.etag
+        with self._mutex:
+            if not self.lost:
+                try:
+                    current = self.s3.head_object(Bucket=self.bucket, Key=self.key)["ETag"]
+                except ClientError:
+                    current = None  # gone, or unreadable: either way ownership is not proven
+                self.lost = current != self.etag
         if self.lost:
             raise StateFenced(f"this run lost its lease on s3://{self.bucket}/{self.key} (expired, or broken by "
                               "`lock break`); it stopped without writing. Run the command again")

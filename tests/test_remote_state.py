@@ -115,7 +115,9 @@ def test_an_expired_lease_is_taken_over_and_its_old_holder_is_fenced(s3):
 def test_renewal_keeps_a_long_run_holding_its_lease(s3):
     lease = S3Lease(s3, BUCKET, KEY + ".lock", "run-long", "apply", lease_seconds=2)
     lease.acquire()
-    time.sleep(3.5)  # longer than the lease: renewals every ~0.7 s keep it alive
+    deadline = time.monotonic() + 3.5  # longer than the lease: renewals every ~0.7 s keep it alive
+    while time.monotonic() < deadline:
+        lease.check()  # state writes check the lease all the time, racing the renewals
     lease.check()
     with pytest.raises(LockHeld):
         S3Lease(s3, BUCKET, KEY + ".lock", "run-other", "apply", lease_seconds=2).acquire()
