@@ -28,8 +28,13 @@ def make_session(region: str) -> boto3.session.Session:
     return boto3.session.Session(region_name=region)
 
 
+def error_code(exc: BaseException) -> str:
+    """AWS's error code for a ClientError ('' for anything else)."""
+    return exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+
+
 def not_found(exc: BaseException) -> bool:
-    code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+    code = error_code(exc)
     return "NotFound" in code or code in ("NoSuchEntity", "NoSuchBucket", "NoSuchKey", "ParameterNotFound", "404")
 
 

@@ -8,7 +8,7 @@ from typing import Callable
 from botocore.exceptions import ClientError
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
-from .aws import if_exists, not_found
+from .aws import error_code, if_exists, not_found
 from .errors import StepError
 from .waiting import TIME_SCALE, wait_until
 
@@ -16,10 +16,6 @@ from .waiting import TIME_SCALE, wait_until
 DEPENDENCY_WAIT_SECONDS = 600
 RETRYABLE_CODES = {"DependencyViolation", "ResourceInUse", "ResourceInUseException", "InvalidDBInstanceState",
                    "InvalidCacheClusterState", "InvalidReplicationGroupState"}
-
-
-def error_code(exc: BaseException) -> str | None:
-    return exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
 
 
 

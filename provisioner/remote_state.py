@@ -20,7 +20,7 @@ import time
 
 from botocore.exceptions import ClientError
 
-from .aws import if_exists
+from .aws import error_code, if_exists
 from .errors import LockHeld, StateError
 from .state import describe_holder, now
 
@@ -32,10 +32,6 @@ class StateFenced(BaseException):
     """This run no longer holds the lease (or the state moved under it): stop at once.
 
     A BaseException, like a crash, so no step records anything after it."""
-
-
-def _code(exc: ClientError) -> str:
-    return exc.response.get("Error", {}).get("Code", "")
 
 
 class S3Backend:
@@ -53,7 +49,7 @@ class S3Backend:
         try:
             status = self.s3.get_bucket_versioning(Bucket=self.bucket).get("Status")
         except ClientError as exc:
-            raise StateError(f"state bucket {self.bucket}: {_code(exc)}; create it with versioning on "
+            raise StateError(f"state bucket {self.bucket}: {error_code(exc)}; create it with versioning on "
                              f"(aws s3api create-bucket --bucket {self.bucket}, then put-bucket-versioning "
                              "Status=Enabled) or fix state.bucket") from exc
         if status != "Enabled":
@@ -85,7 +81,7 @@ class S3Backend:
                                           ContentType="application/json", **condition,
                                           Body=json.dumps(data, indent=2, sort_keys=True).encode())
         except ClientError as exc:
-            if _code(exc) in CONFLICT_CODES:
+            if error_code(exc) in CONFLICT_CODES:
                 raise StateFenced(f"state {self} was written by another run since this one read it; this run "
                                   "stopped without writing. Run the command again") from exc
             raise
@@ -128,7 +124,7 @@ class S3Lease:
                 self.etag = self._put(IfNoneMatch="*")
                 break
             except ClientError as exc:
-                if _code(exc) not in CONFLICT_CODES:
+                if error_code(exc) not in CONFLICT_CODES:
                     raise
             current = self.read()
             if current is None:
@@ -139,7 +135,7 @@ class S3Lease:
                     self.etag = self._put(IfMatch=etag)
                     break
                 except ClientError as exc:
-                    if _code(exc) not in CONFLICT_CODES + ("NoSuchKey", "404"):
+                    if error_code(exc) not in CONFLICT_CODES + ("NoSuchKey", "404"):
                         raise
                     continue  # another run took it over first
             if time.monotonic() >= deadline:

@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from .errors import LockHeld, StateError
 
 FORMAT_VERSION = 1
-STATUSES = ("pending", "creating", "created", "failed", "destroying", "destroyed")
 LOCK_POLL_SECONDS = 1.0
 
 

@@ -14,8 +14,8 @@ import json
 from botocore.exceptions import ClientError
 
 from provisioner.errors import StepError
-from provisioner.aws import if_exists, not_found
-from provisioner.reaping import delete_endpoints_by_id, error_code
+from provisioner.aws import error_code, if_exists, not_found
+from provisioner.reaping import delete_endpoints_by_id
 from provisioner.tags import idempotency_token, tag_dict
 
 from . import _policies as policies
