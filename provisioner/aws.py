@@ -85,7 +85,7 @@ class Aws:
         self.session.events.register("before-call", self._count)
         self._clients: dict[str, object] = {}
         self._mutex = threading.Lock()
-        self._account: str | None = None
+        self._identity: dict | None = None
 
     def client(self, service: str):
         with self._mutex:
@@ -93,10 +93,14 @@ class Aws:
                 self._clients[service] = self.session.client(service, config=RETRY_CONFIG)
             return self._clients[service]
 
+    def identity(self) -> dict:
+        """Who runs the provisioner (sts get-caller-identity), asked once."""
+        if self._identity is None:
+            self._identity = self.client("sts").get_caller_identity()
+        return self._identity
+
     def account_id(self) -> str:
-        if self._account is None:
-            self._account = self.client("sts").get_caller_identity()["Account"]
-        return self._account
+        return self.identity()["Account"]
 
     def _count(self, model, **_):
         self.ledger.add(getattr(_current_step, "name", "-"), is_mutating(model.name))

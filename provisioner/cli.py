@@ -12,7 +12,7 @@ import sys
 import uuid
 
 from . import config as config_module
-from . import preflight
+from . import kube, preflight
 from . import graph as step_graph
 from . import aws as aws_api
 from .aws import Aws
@@ -54,6 +54,11 @@ def parser() -> argparse.ArgumentParser:
             cmd.add_argument("--parallelism", type=_positive, default=8, help="steps run at once (default 8)")
         if command == "graph":
             cmd.add_argument("--format", choices=("text", "dot", "mermaid"), default="text")
+    token = sub.add_parser("eks-token", help="print an EKS bearer token as a kubeconfig exec credential",
+                           description="What `aws eks get-token` prints, from the current AWS credentials; the "
+                                       "kubeconfig the provisioner gives helm runs it.")
+    token.add_argument("cluster", help="EKS cluster name")
+    token.add_argument("--region", required=True)
     return top
 
 
@@ -73,6 +78,10 @@ def main(argv: list[str] | None = None, stdin=None, stdout=None, stderr=None) ->
         args = parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    if args.command == "eks-token":
+        token = kube.eks_token(aws_api.make_session(args.region), args.cluster, args.region)
+        stdout.write(json.dumps(kube.exec_credential(token)) + "\n")
+        return 0
     try:
         config = config_module.load(args.config)
         backend = open_backend(config, args.state)

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from .charts import HELM_RELEASES
+
 from .errors import ConfigError
 
 
@@ -28,11 +30,6 @@ class Field:
 
 
 GATEWAY_KEYS = ("enable_nginx_ingress", "enable_envoy_gateway", "enable_istio_gateway")
-HELM_RELEASES = (
-    "aws-load-balancer-controller", "cluster-autoscaler", "metrics-server", "keda",
-    "external-secrets", "cert-manager", "envoy-gateway", "istio-base", "istiod",
-    "istio-ingressgateway", "ingress-nginx", "langsmith",
-)
 
 SCHEMA: dict[str, Field] = {
     # naming and placement
@@ -72,6 +69,7 @@ SCHEMA: dict[str, Field] = {
     "create_cloudtrail": Field(bool, False, "Multi-region CloudTrail trail with its bucket."),
     "create_bastion": Field(bool, False, "SSM-managed bastion host for private cluster access."),
     "alb_access_logs_enabled": Field(bool, False, "ALB access logs to a dedicated bucket."),
+    "bastion_ssh_cidrs": Field(list, [], "CIDRs allowed to SSH to the bastion; empty means no SSH (SSM Session Manager only)."),
     # edge and TLS
     "tls_certificate_source": Field(str, "none", "none: HTTP only; acm: ALB/NGINX terminate TLS with ACM; letsencrypt: cert-manager in the cluster (Istio/Envoy).", ("none", "acm", "letsencrypt")),
     "langsmith_domain": Field(str, "", "Public hostname of LangSmith; with no acm_certificate_arn, a Route 53 zone and ACM certificate are made for it."),
@@ -80,9 +78,15 @@ SCHEMA: dict[str, Field] = {
     "enable_nginx_ingress": Field(bool, False, "Serve through ingress-nginx behind the ALB."),
     "enable_envoy_gateway": Field(bool, False, "Serve through Envoy Gateway behind the ALB."),
     "enable_istio_gateway": Field(bool, False, "Serve through an Istio ingress gateway behind the ALB."),
+    "alb_scheme": Field(str, "internet-facing", "internet-facing: ALB in the public subnets; internal: in the private subnets.", ("internet-facing", "internal")),
+    "alb_allowed_cidr_blocks": Field(list, ["0.0.0.0/0"], "CIDRs the ALB accepts HTTP (and HTTPS) from."),
+    "cert_manager_issuer": Field(str, "", "Name of your own cert-manager ClusterIssuer (ACM Private CA, Vault, Venafi, ...) to use instead of Let's Encrypt."),
+    "enable_split_dataplane": Field(bool, False, "Agent pods in a separate langsmith-agents namespace, routed through the shared gateway (Envoy or Istio only)."),
     # application
     "deploy_langsmith": Field(bool, True, "Install the LangSmith Helm chart."),
     "enable_langsmith_deployments": Field(bool, False, "The LangSmith Deployments add-on (host-backend, listener, operator)."),
+    "langsmith_sizing": Field(str, "production", "Resource profile of the LangSmith pods.", ("dev", "production", "production-large")),
+    "langsmith_admin_email": Field(str, "", "Email of the initial org admin; default admin@<langsmith_domain>, or admin@langsmith.local without a domain."),
     # sections filled in by later features
     "state": Field(dict, {}, "Where the state lives: {backend: local, path} (default state/{deployment}.json) or {backend: s3, bucket, key, region, lease_seconds}."),
     "kubernetes": Field(dict, {}, "How to reach the cluster: {kubeconfig, context} override the EKS endpoint and token."),
@@ -210,8 +214,20 @@ def _check_values(cfg: Config) -> list[str]:
                         "apex only: wildcard SANs fail CAA checks)")
     elif domain and not DOMAIN_RE.match(domain):
         problems.append(f"langsmith_domain: {domain!r} is not a hostname like langsmith.example.com")
-    if cfg["letsencrypt_email"] and not EMAIL_RE.match(cfg["letsencrypt_email"]):
-        problems.append(f"letsencrypt_email: {cfg['letsencrypt_email']!r} is not an email address")
+    for key in ("letsencrypt_email", "langsmith_admin_email"):
+        if cfg[key] and not EMAIL_RE.match(cfg[key]):
+            problems.append(f"{key}: {cfg[key]!r} is not an email address")
+    for key in ("alb_allowed_cidr_blocks", "bastion_ssh_cidrs"):
+        for cidr in cfg[key] if isinstance(cfg[key], list) else []:
+            try:
+                ipaddress.ip_network(cidr)
+            except (TypeError, ValueError):
+                problems.append(f"{key}: {cidr!r} is not a CIDR like 203.0.113.0/24")
+    if cfg["enable_split_dataplane"] and cfg.gateway not in ("envoy", "istio"):
+        problems.append("enable_split_dataplane: needs enable_envoy_gateway or enable_istio_gateway (an Ingress cannot "
+                        "route across namespaces); turn one on or remove enable_split_dataplane")
+    if cfg["cert_manager_issuer"] and cfg["tls_certificate_source"] != "letsencrypt":
+        problems.append("cert_manager_issuer: only used with tls_certificate_source letsencrypt (in-cluster TLS)")
     for key in ("private_subnets", "public_subnets", "firewall_allowed_fqdns"):
         if not all(isinstance(item, str) and item for item in cfg[key]):
             problems.append(f"{key}: must be a list of non-empty strings")
@@ -282,7 +298,21 @@ def _check_sections(cfg: Config) -> list[str]:
             problems.append(f"charts.{release}: unknown release{_suggest(release, HELM_RELEASES)}; releases are {', '.join(HELM_RELEASES)}")
         elif not isinstance(source, dict) or any(key not in CHART_KEYS for key in source):
             problems.append(f"charts.{release}: expected a mapping with keys among {', '.join(CHART_KEYS)}")
+        elif _missing_local_chart(source):
+            problems.append(f"charts.{release}.chart: {source['chart']!r} has no Chart.yaml; give a chart directory, "
+                            "an oci:// reference, or a chart name together with `repo`")
+    kubeconfig = cfg["kubernetes"].get("kubeconfig")
+    if isinstance(kubeconfig, str) and not os.path.isfile(os.path.expanduser(kubeconfig)):
+        problems.append(f"kubernetes.kubeconfig: file {kubeconfig!r} not found; point it at a kubeconfig or remove "
+                        "the key to reach EKS directly")
     return problems
+
+
+def _missing_local_chart(source: dict) -> bool:
+    chart = source.get("chart")
+    if not isinstance(chart, str) or source.get("repo") or chart.startswith("oci://"):
+        return False
+    return not os.path.isfile(os.path.join(os.path.expanduser(chart), "Chart.yaml"))
 
 
 def _suggest(key, known) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from .aws import Aws
 from .config import Config
 from .events import Events
@@ -17,6 +19,9 @@ class StepContext:
         self.state = state
         self.events = events
         self.tags = Tagger(config.deployment, step, config["tags"])
+        self._cluster = None
+        self.cluster_changes = 0
+        self._mutex = threading.Lock()
 
     def client(self, service: str):
         return self.aws.client(service)
@@ -39,6 +44,20 @@ class StepContext:
             physical_id = create()
         self.record(key, physical_id)
         return physical_id
+
+    def cluster(self):
+        """The Kubernetes API of the deployment's cluster, and helm pointed at the same one."""
+        if self._cluster is None:
+            from .helm import Helm
+            from .kube import Kube, connect
+            connection = connect(self.config, self.aws, f"{self.config.deployment}-eks")
+            self._cluster = (Kube(connection.api, self._count_cluster_change),
+                             Helm(connection.kubeconfig, connection.context, on_change=self._count_cluster_change))
+        return self._cluster
+
+    def _count_cluster_change(self) -> None:
+        with self._mutex:
+            self.cluster_changes += 1
 
     def upstream(self, step: str) -> dict:
         """Outputs of a step this one requires (the runner guarantees it finished)."""

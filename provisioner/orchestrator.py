@@ -74,14 +74,16 @@ class Orchestrator:
                 self.events.emit("step_failed", name, f"failed: {message}", error=message)
                 return False
         changes = self.aws.ledger.for_step(name)["mutating"]
+        cluster_changes = ctx.cluster_changes
         fields = {"status": final_status, "outputs": outputs, "finished_at": now()}
         if final_status == "destroyed":
             fields["physical_ids"] = {}
         self.state.update_step(name, **fields)
         seconds = time.monotonic() - started
-        verb = final_status if changes else "unchanged"
-        self.events.emit("step_finished", name, f"{verb} in {seconds:.1f}s ({changes} AWS changes)",
-                         status=final_status, changes=changes, seconds=round(seconds, 3))
+        verb = final_status if changes or cluster_changes else "unchanged"
+        counts = f"{changes} AWS changes" + (f", {cluster_changes} cluster changes" if cluster_changes else "")
+        self.events.emit("step_finished", name, f"{verb} in {seconds:.1f}s ({counts})", status=final_status,
+                         changes=changes, cluster_changes=cluster_changes, seconds=round(seconds, 3))
         return True
 
     def check(self) -> dict[str, list[Finding]]:

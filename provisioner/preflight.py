@@ -141,7 +141,7 @@ def _leftovers(config: Config, aws: Aws, state: StateStore) -> list[Check]:
 def _identifiers(arn: str) -> set[str]:
     """The IDs an ARN may be recorded under: vpc-123, a DB name, a bucket, a parameter name."""
     resource = arn.split(":", 5)[-1]
-    ids = {resource, resource.split("/")[-1], resource.split(":")[-1]}
+    ids = {arn, resource, resource.split("/")[-1], resource.split(":")[-1]}
     if resource.startswith("parameter/"):
         ids.add(resource[len("parameter"):])
     return ids

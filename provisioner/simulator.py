@@ -12,6 +12,13 @@ Small, honest test doubles fill what moto 5.2.5 lacks:
 - EKS add-ons are not implemented in moto (HTTP 404). Here create, describe, list and
   delete answer as AWS does for an add-on that becomes ACTIVE at once; an add-on needs
   its cluster, and goes with it.
+- EKS access entries are not implemented in moto either. Here create, list, describe and
+  delete entries, and associate / list access policies, answer as AWS does; entries
+  go with their cluster. (AWS also makes an entry for the cluster's creator on its own;
+  this double does not, so the product's "already exists" path is not exercised here.)
+- EKS clusters in moto have no cluster security group. AWS makes one in the cluster's
+  VPC (eks-cluster-sg-<name>-<id>, on the nodes and pods) and deletes it with the
+  cluster; here too.
 - IAM: moto knows AWS-managed policies only when it loads all ~1,600 of them, which
   costs over a second on every reset. Here only the ones the product attaches are
   loaded; attaching any other still fails, as an unknown policy does in AWS.
@@ -19,13 +26,14 @@ Small, honest test doubles fill what moto 5.2.5 lacks:
 
 import json
 import time
+import uuid
 
 from moto.core.exceptions import ServiceException
 from moto.ec2.models.nat_gateways import NatGateway
 from moto.eks import exceptions as eks_exceptions
 from moto.eks import responses as eks_responses
 from moto.eks import urls as eks_urls
-from moto.eks.models import Cluster, Nodegroup
+from moto.eks.models import Cluster, EKSBackend, Nodegroup
 from moto.elasticache import models, responses
 from moto.elasticache.exceptions import CacheSubnetGroupNotFound
 from moto.elbv2.models import FakeLoadBalancer
@@ -145,11 +153,126 @@ def _delete_addon(self):
     return json.dumps({"addon": {**_addons(self).pop((cluster, name)), "status": "DELETING"}})
 
 
+def _entries(response) -> dict:
+    backend = response.eks_backend
+    if not hasattr(backend, "simulated_access_entries"):
+        backend.simulated_access_entries = {}
+    entries = backend.simulated_access_entries
+    for key in [k for k in entries if k[0] not in backend.clusters]:
+        del entries[key]  # entries go with their cluster
+    return entries
+
+
+def _entry_path(response) -> tuple[str, str | None]:
+    from urllib.parse import unquote
+    parts = response.path.split("?")[0].strip("/").split("/", 3)  # clusters/<name>/access-entries[/<arn>...]
+    principal = unquote(parts[3]).split("/access-policies")[0] if len(parts) > 3 else None
+    if principal is None and response.body:
+        principal = json.loads(response.body).get("principalArn")
+    return parts[1], principal
+
+
+def _entry(response) -> tuple[str, str, dict]:
+    cluster, principal = _entry_path(response)
+    _known_cluster(response, cluster)
+    entry = _entries(response).get((cluster, principal))
+    if entry is None:
+        raise eks_exceptions.ResourceNotFoundException(
+            clusterName=cluster, nodegroupName=None, fargateProfileName=None, addonName=None,
+            message=f"The specified access entry resource is not found: {principal}")
+    return cluster, principal, entry
+
+
+def _create_access_entry(self):
+    cluster, principal = _entry_path(self)
+    _known_cluster(self, cluster)
+    if (cluster, principal) in _entries(self):
+        raise eks_exceptions.ResourceInUseException(clusterName=cluster, nodegroupName=None, addonName=None,
+                                                    message="The specified access entry resource is already in use on this cluster.")
+    body = json.loads(self.body or "{}")
+    _entries(self)[(cluster, principal)] = {
+        "clusterName": cluster, "principalArn": principal, "type": body.get("type", "STANDARD"),
+        "accessEntryArn": f"arn:aws:eks:{self.region}:{self.current_account}:access-entry/{cluster}/simulated",
+        "kubernetesGroups": body.get("kubernetesGroups", []), "tags": body.get("tags", {}), "policies": {}}
+    return json.dumps({"accessEntry": _public_entry(_entries(self)[(cluster, principal)])})
+
+
+def _public_entry(entry: dict) -> dict:
+    return {k: v for k, v in entry.items() if k != "policies"}
+
+
+def _list_access_entries(self):
+    cluster, _ = _entry_path(self)
+    _known_cluster(self, cluster)
+    return json.dumps({"accessEntries": sorted(p for c, p in _entries(self) if c == cluster)})
+
+
+def _describe_access_entry(self):
+    return json.dumps({"accessEntry": _public_entry(_entry(self)[2])})
+
+
+def _delete_access_entry(self):
+    cluster, principal, _ = _entry(self)
+    del _entries(self)[(cluster, principal)]
+    return json.dumps({})
+
+
+def _associate_access_policy(self):
+    cluster, principal, entry = _entry(self)
+    body = json.loads(self.body or "{}")
+    entry["policies"][body["policyArn"]] = {"policyArn": body["policyArn"], "accessScope": body["accessScope"]}
+    return json.dumps({"clusterName": cluster, "principalArn": principal,
+                       "associatedAccessPolicy": entry["policies"][body["policyArn"]]})
+
+
+def _list_associated_access_policies(self):
+    cluster, principal, entry = _entry(self)
+    return json.dumps({"clusterName": cluster, "principalArn": principal,
+                       "associatedAccessPolicies": list(entry["policies"].values())})
+
+
+_original_create_cluster = EKSBackend.create_cluster
+_original_delete_cluster = EKSBackend.delete_cluster
+
+
+def _create_cluster(self, name, role_arn, resources_vpc_config, *args, **kwargs):
+    from moto.ec2.models import ec2_backends
+    cluster = _original_create_cluster(self, name, role_arn, resources_vpc_config, *args, **kwargs)
+    ec2 = ec2_backends[self.account_id][self.region_name]
+    subnets = resources_vpc_config.get("subnetIds") or []
+    if subnets:
+        vpc_id = ec2.get_subnet(subnets[0]).vpc_id
+        group = ec2.create_security_group(f"eks-cluster-sg-{name}-{uuid.uuid4().hex[:8]}",
+                                          "EKS created security group", vpc_id,
+                                          tags={"aws:eks:cluster-name": name})
+        cluster.resources_vpc_config = {**cluster.resources_vpc_config, "clusterSecurityGroupId": group.id,
+                                        "vpcId": vpc_id}
+    return cluster
+
+
+def _delete_cluster(self, name):
+    from moto.ec2.models import ec2_backends
+    cluster = _original_delete_cluster(self, name)
+    group_id = cluster.resources_vpc_config.get("clusterSecurityGroupId")
+    if group_id:
+        ec2_backends[self.account_id][self.region_name].delete_security_group(group_id=group_id)
+    return cluster
+
+
 def install() -> None:
     eks_urls.url_paths.update({
         "{0}/clusters/(?P<name>[^/]+)/addons$": eks_urls.response.dispatch,
         "{0}/clusters/(?P<name>[^/]+)/addons/(?P<addonName>[^/]+)$": eks_urls.response.dispatch,
     })
+    eks_urls.url_paths.update({
+        "{0}/clusters/(?P<name>[^/]+)/access-entries$": eks_urls.response.dispatch,
+        "{0}/clusters/(?P<name>[^/]+)/access-entries/(?P<principalArn>.+)$": eks_urls.response.dispatch,
+    })
+    for action in ("create_access_entry", "list_access_entries", "describe_access_entry", "delete_access_entry",
+                   "associate_access_policy", "list_associated_access_policies"):
+        setattr(eks_responses.EKSResponse, action, globals()[f"_{action}"])
+    EKSBackend.create_cluster = _create_cluster
+    EKSBackend.delete_cluster = _delete_cluster
     eks_responses.EKSResponse.create_addon = _create_addon
     eks_responses.EKSResponse.describe_addon = _describe_addon
     eks_responses.EKSResponse.list_addons = _list_addons
@@ -191,6 +314,26 @@ def simulate_latency(scale: float) -> None:
             self.__dict__[stored] = value
 
         setattr(cls, attribute, property(get, set_))
+
+
+def ssm_resolver(endpoint: str, region: str = "us-east-1"):
+    """For the fake cluster's stand-in External Secrets operator: read a parameter from the simulated SSM."""
+    import boto3
+    ssm = boto3.session.Session().client("ssm", region_name=region, endpoint_url=endpoint,
+                                         aws_access_key_id="simulated", aws_secret_access_key="simulated")
+
+    def resolve(name: str) -> str | None:
+        try:
+            return ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+        except ssm.exceptions.ParameterNotFound:
+            return None
+    return resolve
+
+
+def start_cluster(aws_endpoint: str, region: str = "us-east-1"):
+    """The fake Kubernetes API server, its External Secrets stand-in reading this simulated SSM."""
+    from .fakekube import FakeKubeServer
+    return FakeKubeServer(ssm_resolver(aws_endpoint, region)).start()
 
 
 def start_server() -> tuple[ThreadedMotoServer, str]:

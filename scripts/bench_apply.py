@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 import requests
 
@@ -31,22 +32,31 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     # Poll intervals and timeouts follow the expected durations, scaled the same way.
     os.environ["PROVISIONER_TIME_SCALE"] = str(args.scale)
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # for scripts.fetch_helm
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
+    import yaml
+
     from provisioner import simulator
+    from provisioner.charts import HELM_RELEASES
+    from scripts.fetch_helm import fetch as fetch_helm
+    os.environ["PATH"] = f"{fetch_helm().parent}{os.pathsep}{os.environ['PATH']}"
     server, url = simulator.start_server()
     simulator.simulate_latency(args.scale)
+    cluster = simulator.start_cluster(url)
     os.environ.update(AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
                       AWS_REGION="us-east-1", LANGSMITH_LICENSE_KEY="bench-license")
     os.chdir(tempfile.mkdtemp(prefix="bench-apply-"))
     with open("config.yaml", "w") as handle:
-        handle.write("name_prefix: bench\nenvironment: dev\nregion: us-east-1\n")
+        yaml.safe_dump({"name_prefix": "bench", "environment": "dev", "region": "us-east-1",
+                        "kubernetes": {"kubeconfig": cluster.kubeconfig(Path("kubeconfig"))},
+                        "charts": cluster.standin_charts(HELM_RELEASES)}, handle)
     try:
-        print(f"simulated AWS at {url}; durations x{args.scale}")
-        ours = measure(url, extra_edges=[], scale=args.scale)
-        reference = measure(url, extra_edges=[("eks", "postgres")], scale=args.scale)
+        print(f"simulated AWS at {url}, simulated cluster at {cluster.url} (stand-in charts); durations x{args.scale}")
+        ours = measure(url, cluster, extra_edges=[], scale=args.scale)
+        reference = measure(url, cluster, extra_edges=[("eks", "postgres")], scale=args.scale)
     finally:
+        cluster.stop()
         server.stop()
     for title, result in (("ours", ours), ("reference edges (RDS waits for EKS)", reference)):
         print(f"\n{title}:")
@@ -84,12 +94,13 @@ def longest_path(graph, weight: dict) -> list[str]:
     return max(best.values(), key=lambda b: b[0])[1]
 
 
-def measure(url: str, extra_edges: list[tuple[str, str]], scale: float) -> dict:
+def measure(url: str, cluster, extra_edges: list[tuple[str, str]], scale: float) -> dict:
     import networkx as nx
 
     import steps
     from provisioner.cli import main as cli
     requests.post(f"{url}/moto-api/reset", timeout=30)
+    cluster.reset()
     for name in os.listdir("state") if os.path.isdir("state") else []:
         os.remove(os.path.join("state", name))
     saved = {child: steps.REGISTRY[child].requires for _, child in extra_edges}

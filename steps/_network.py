@@ -1,6 +1,6 @@
-"""Security groups for the data stores: one port open to the VPC, egress kept inside it.
+"""Security groups: named tcp ports open to given CIDRs, egress kept inside the VPC.
 
-Shared by the postgres and redis steps (and later the edge), so every group is made,
+Shared by the postgres, redis and alb steps, so every group is made,
 checked and removed the same way.
 """
 
@@ -24,46 +24,48 @@ def _all_to(cidr: str) -> dict:
     return {"IpProtocol": "-1", "IpRanges": [{"CidrIp": cidr}]}
 
 
-def _rule_gaps(group: dict, port: int, cidr: str) -> tuple[bool, bool, bool]:
-    """(ingress missing, egress to the VPC missing, egress to anywhere present)."""
-    ingress = any(p.get("FromPort") == port and p.get("ToPort") == port and p.get("IpProtocol") == "tcp"
-                  and any(r.get("CidrIp") == cidr for r in p.get("IpRanges", []))
-                  for p in group.get("IpPermissions", []))
+def _rule_gaps(group: dict, ingress: list[tuple[int, str]], egress_cidr: str) -> tuple[list, bool, bool]:
+    """(ingress rules missing, egress to egress_cidr missing, egress to anywhere present)."""
+    present = {(p.get("FromPort"), r.get("CidrIp")) for p in group.get("IpPermissions", [])
+               if p.get("IpProtocol") == "tcp" and p.get("FromPort") == p.get("ToPort") for r in p.get("IpRanges", [])}
     egress = group.get("IpPermissionsEgress", [])
-    to_vpc = any(p.get("IpProtocol") == "-1" and any(r.get("CidrIp") == cidr for r in p.get("IpRanges", []))
+    to_vpc = any(p.get("IpProtocol") == "-1" and any(r.get("CidrIp") == egress_cidr for r in p.get("IpRanges", []))
                  for p in egress)
-    to_anywhere = any(p.get("IpProtocol") == "-1" and any(r.get("CidrIp") == "0.0.0.0/0" for r in p.get("IpRanges", []))
-                      for p in egress)
-    return not ingress, not to_vpc, to_anywhere
+    to_anywhere = egress_cidr != "0.0.0.0/0" and any(
+        p.get("IpProtocol") == "-1" and any(r.get("CidrIp") == "0.0.0.0/0" for r in p.get("IpRanges", []))
+        for p in egress)
+    return [rule for rule in ingress if rule not in present], not to_vpc, to_anywhere
 
 
-def ensure_security_group(ctx, resource: str, description: str, vpc_id: str, port: int, cidr: str) -> str:
+def ensure_security_group(ctx, resource: str, description: str, vpc_id: str, ingress: list[tuple[int, str]],
+                          egress_cidr: str) -> str:
+    """A group allowing tcp (port, cidr) in, and all traffic out to egress_cidr only."""
     ec2 = ctx.client("ec2")
     group_id = ctx.ensure(f"security_group/{resource}", lambda: (_find_group(ctx, resource) or {}).get("GroupId"),
                           lambda: ec2.create_security_group(
                               GroupName=ctx.name(resource), Description=description, VpcId=vpc_id,
                               TagSpecifications=ctx.tags.ec2_spec("security-group", resource))["GroupId"])
     group = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
-    no_ingress, no_egress, open_egress = _rule_gaps(group, port, cidr)
-    if no_ingress:
-        ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[_tcp_from(port, cidr)])
+    missing, no_egress, open_egress = _rule_gaps(group, ingress, egress_cidr)
+    if missing:
+        ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[_tcp_from(p, c) for p, c in missing])
     if no_egress:
-        ec2.authorize_security_group_egress(GroupId=group_id, IpPermissions=[_all_to(cidr)])
+        ec2.authorize_security_group_egress(GroupId=group_id, IpPermissions=[_all_to(egress_cidr)])
     if open_egress:
         ec2.revoke_security_group_egress(GroupId=group_id, IpPermissions=[_all_to("0.0.0.0/0")])
     return group_id
 
 
-def security_group_findings(ctx, resource: str, port: int, cidr: str | None) -> list[Finding]:
+def security_group_findings(ctx, resource: str, ingress: list[tuple[int, str]], egress_cidr: str | None) -> list[Finding]:
     group = _find_group(ctx, resource)
     label = f"security group {ctx.name(resource)}"
     if group is None:
         return [Finding(label, "missing", missing=True)]
-    if cidr is None:
+    if egress_cidr is None:
         return []
-    no_ingress, no_egress, open_egress = _rule_gaps(group, port, cidr)
-    return ([Finding(label, f"no ingress on tcp/{port} from {cidr}")] * no_ingress
-            + [Finding(label, f"no egress to {cidr}")] * no_egress
+    missing, no_egress, open_egress = _rule_gaps(group, ingress, egress_cidr)
+    return ([Finding(label, f"no ingress on tcp/{port} from {cidr}") for port, cidr in missing]
+            + [Finding(label, f"no egress to {egress_cidr}")] * no_egress
             + [Finding(label, "egress open to 0.0.0.0/0")] * open_egress)
 
 

@@ -28,6 +28,7 @@ EBS_CSI_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
 IRSA_ROLES = ("irsa-ebs-csi", "irsa-load-balancer-controller", "irsa-cluster-autoscaler", "irsa-external-secrets",
               "irsa-cert-manager")
 EBS_CSI_ADDON = "aws-ebs-csi-driver"
+CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 ADDON_EXPECTED_SECONDS = 90
 CLUSTER_EXPECTED_SECONDS = 600
 NODEGROUP_EXPECTED_SECONDS = 240
@@ -41,6 +42,32 @@ def describe_cluster(eks, name: str) -> dict | None:
 def describe_addon(eks, cluster: str, name: str) -> dict | None:
     found = if_exists(eks.describe_addon, clusterName=cluster, addonName=name)
     return found["addon"] if found else None
+
+
+def principal_arn(caller_arn: str) -> str:
+    """The IAM principal behind an STS caller ARN: an assumed-role session maps to its role
+    (access entries take the role, not the session)."""
+    if ":assumed-role/" in caller_arn:
+        prefix, rest = caller_arn.split(":assumed-role/", 1)
+        return f"{prefix.replace(':sts:', ':iam:')}:role/{rest.split('/')[0]}"
+    return caller_arn
+
+
+def ensure_access_entry(ctx, cluster: str, principal: str, policy: str, key: str) -> None:
+    """An access entry with a cluster-wide policy, so this principal can use kubectl and helm.
+    (AWS makes one for the cluster's creator; anyone else running apply needs their own.)"""
+    eks = ctx.client("eks")
+    if principal not in eks.list_access_entries(clusterName=cluster)["accessEntries"]:
+        try:
+            eks.create_access_entry(clusterName=cluster, principalArn=principal, type="STANDARD",
+                                    tags=ctx.tags.tags("access"))
+        except eks.exceptions.ResourceInUseException:
+            pass  # made between our look and our create (the creator's own entry)
+    associated = eks.list_associated_access_policies(clusterName=cluster, principalArn=principal)
+    if policy not in {p["policyArn"] for p in associated["associatedAccessPolicies"]}:
+        eks.associate_access_policy(clusterName=cluster, principalArn=principal, policyArn=policy,
+                                    accessScope={"type": "cluster"})
+    ctx.record(key, principal)
 
 
 def describe_nodegroup(eks, cluster: str, name: str) -> dict | None:
@@ -74,6 +101,8 @@ class Eks(Step):
                               lambda: ctx.client("iam").create_open_id_connect_provider(
                                   Url=described["identity"]["oidc"]["issuer"], ClientIDList=["sts.amazonaws.com"],
                                   Tags=ctx.tags.as_list("eks-oidc"))["OpenIDConnectProviderArn"])
+        operator = principal_arn(ctx.aws.identity()["Arn"])
+        ensure_access_entry(ctx, cluster, operator, CLUSTER_ADMIN_POLICY, "access_entry/operator")
         nodegroup = ctx.name("default")
         scaling = {"minSize": cfg["node_min_size"], "maxSize": cfg["node_max_size"],
                    "desiredSize": cfg["node_min_size"]}
@@ -93,7 +122,7 @@ class Eks(Step):
                                         scalingConfig={**scaling, "desiredSize": desired})
         outputs = {"cluster_name": cluster, "cluster_arn": described["arn"], "endpoint": described["endpoint"],
                    "oidc_issuer": described["identity"]["oidc"]["issuer"], "oidc_provider_arn": oidc_arn,
-                   "cluster_role_arn": cluster_role, "node_role_arn": node_role, "nodegroup": nodegroup,
+                   "cluster_role_arn": cluster_role, "admin_principal": operator, "node_role_arn": node_role, "nodegroup": nodegroup,
                    "cluster_security_group_id": described["resourcesVpcConfig"].get("clusterSecurityGroupId")}
         outputs["irsa_roles"] = {
             name: ensure_role(ctx, f"irsa-{name}", irsa_trust(outputs, namespace, [account]), managed,

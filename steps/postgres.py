@@ -60,7 +60,7 @@ class Postgres(Step):
     def create(self, ctx) -> dict:
         rds, cfg, vpc = ctx.client("rds"), ctx.config, ctx.upstream("vpc")
         group_id = ensure_security_group(ctx, "pg-sg", "LangSmith PostgreSQL: 5432 from the VPC only",
-                                         vpc["vpc_id"], PORT, vpc["vpc_cidr"])
+                                         vpc["vpc_id"], [(PORT, vpc["vpc_cidr"])], vpc["vpc_cidr"])
         subnet_group = ctx.name("pg-subnets")
         ctx.ensure("db_subnet_group", lambda: self._find_subnet_group(rds, subnet_group),
                    lambda: rds.create_db_subnet_group(
@@ -118,7 +118,8 @@ class Postgres(Step):
 
     def verify(self, ctx) -> list[Finding]:
         rds, cfg = ctx.client("rds"), ctx.config
-        findings = security_group_findings(ctx, "pg-sg", PORT, ctx.upstream("vpc").get("vpc_cidr"))
+        findings = security_group_findings(ctx, "pg-sg", [(PORT, ctx.upstream("vpc").get("vpc_cidr"))],
+                                           ctx.upstream("vpc").get("vpc_cidr"))
         if self._find_subnet_group(rds, ctx.name("pg-subnets")) is None:
             findings.append(Finding("DB subnet group", "missing", missing=True))
         instance = describe_instance(rds, identifier(cfg))

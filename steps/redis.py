@@ -39,7 +39,7 @@ class Redis(Step):
     def create(self, ctx) -> dict:
         elasticache, cfg, vpc = ctx.client("elasticache"), ctx.config, ctx.upstream("vpc")
         security_group = ensure_security_group(ctx, "redis-sg", "LangSmith Redis: 6379 from the VPC only",
-                                               vpc["vpc_id"], PORT, vpc["vpc_cidr"])
+                                               vpc["vpc_id"], [(PORT, vpc["vpc_cidr"])], vpc["vpc_cidr"])
         subnet_group = ctx.name("redis-subnets")
         ctx.ensure("cache_subnet_group", lambda: self._find_subnet_group(elasticache, subnet_group),
                    lambda: elasticache.create_cache_subnet_group(
@@ -83,7 +83,8 @@ class Redis(Step):
 
     def verify(self, ctx) -> list[Finding]:
         elasticache, cfg = ctx.client("elasticache"), ctx.config
-        findings = security_group_findings(ctx, "redis-sg", PORT, ctx.upstream("vpc").get("vpc_cidr"))
+        findings = security_group_findings(ctx, "redis-sg", [(PORT, ctx.upstream("vpc").get("vpc_cidr"))],
+                                           ctx.upstream("vpc").get("vpc_cidr"))
         if self._find_subnet_group(elasticache, ctx.name("redis-subnets")) is None:
             findings.append(Finding("cache subnet group", "missing", missing=True))
         group = describe_group(elasticache, group_id(cfg))

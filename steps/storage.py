@@ -8,17 +8,15 @@ re-run finds the same bucket without the state file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 
-from botocore.exceptions import ClientError
-
-from provisioner.errors import StepError
-from provisioner.aws import error_code, if_exists, not_found
+from provisioner.aws import if_exists
 from provisioner.reaping import delete_endpoints_by_id
-from provisioner.tags import idempotency_token, tag_dict
+from provisioner.tags import idempotency_token
 
 from . import _policies as policies
+from ._buckets import (ENCRYPTION_RULE, PUBLIC_ACCESS_BLOCK, bucket_exists, derived_name, empty_and_delete,
+                       ensure_private_bucket, read_setting)
 from ._iam import delete_role, ensure_role, irsa_trust
 from .base import Finding, Step, register
 
@@ -28,14 +26,10 @@ LANGSMITH_NAMESPACE = "langsmith"
 LANGSMITH_SERVICE_ACCOUNTS = ["langsmith-backend", "langsmith-platform-backend", "langsmith-queue",
                               "langsmith-ingest-queue", "langsmith-host-backend", "langsmith-listener"]
 OBJECT_ACTIONS = ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"]
-PUBLIC_ACCESS_BLOCK = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
-                       "RestrictPublicBuckets": True}
-ENCRYPTION_RULE = {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}, "BucketKeyEnabled": True}
 
 
 def bucket_name(ctx) -> str:
-    digest = hashlib.sha256(f"{ctx.aws.account_id()}/{ctx.config['region']}/{ctx.config.deployment}".encode())
-    return f"{ctx.config.deployment}-traces-{digest.hexdigest()[:8]}"
+    return derived_name(ctx, "traces")
 
 
 def lifecycle_rules(config) -> list[dict]:
@@ -67,16 +61,8 @@ class Storage(Step):
     def create(self, ctx) -> dict:
         s3, ec2, vpc = ctx.client("s3"), ctx.client("ec2"), ctx.upstream("vpc")
         bucket = bucket_name(ctx)
-        ctx.ensure("bucket", lambda: bucket if self._bucket_exists(s3, bucket) else None,
-                   lambda: self._create_bucket(ctx, s3, bucket))
-        settings = self._bucket_settings(s3, bucket)
-        wanted_tags = ctx.tags.tags("traces")
-        if settings["tags"] != wanted_tags:
-            s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": ctx.tags.as_list("traces")})
-        if settings["public_access_block"] != PUBLIC_ACCESS_BLOCK:
-            s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK)
-        if settings["encryption"] != [ENCRYPTION_RULE]:
-            s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [ENCRYPTION_RULE]})
+        ensure_private_bucket(ctx, "bucket", bucket, "traces")
+        settings = self._bucket_settings(s3, bucket, ("lifecycle", "policy"))
         if settings["lifecycle"] != lifecycle_rules(ctx.config):
             s3.put_bucket_lifecycle_configuration(Bucket=bucket,
                                                   LifecycleConfiguration={"Rules": lifecycle_rules(ctx.config)})
@@ -102,48 +88,18 @@ class Storage(Step):
                 "langsmith_role_arn": role}
 
     @staticmethod
-    def _bucket_exists(s3, bucket: str) -> bool:
-        try:
-            s3.head_bucket(Bucket=bucket)
-            return True
-        except ClientError as exc:
-            if error_code(exc) in ("404", "NoSuchBucket", "NotFound"):
-                return False
-            if error_code(exc) in ("403", "AccessDenied"):
-                raise StepError(f"bucket name {bucket} is taken by another account; it is derived from the "
-                                "deployment name: change name_prefix or environment") from exc
-            raise
-
-    def _create_bucket(self, ctx, s3, bucket: str) -> str:
-        region = ctx.config["region"]
-        extra = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
-        try:
-            s3.create_bucket(Bucket=bucket, ObjectOwnership="BucketOwnerEnforced", **extra)
-        except ClientError as exc:
-            if error_code(exc) != "BucketAlreadyOwnedByYou":
-                raise
-        return bucket
-
-    @staticmethod
-    def _bucket_settings(s3, bucket: str) -> dict:
-        """Everything about the bucket that create converges, read without side effects."""
-        def read(call, extract, absent):
-            try:
-                return extract(call(Bucket=bucket))
-            except ClientError as exc:
-                if error_code(exc) in absent:
-                    return None
-                raise
-        return {
-            "tags": read(s3.get_bucket_tagging, lambda r: tag_dict(r["TagSet"]), ("NoSuchTagSet",)) or {},
-            "public_access_block": read(s3.get_public_access_block, lambda r: r["PublicAccessBlockConfiguration"],
-                                        ("NoSuchPublicAccessBlockConfiguration",)),
-            "encryption": read(s3.get_bucket_encryption, lambda r: r["ServerSideEncryptionConfiguration"]["Rules"],
-                               ("ServerSideEncryptionConfigurationNotFoundError",)),
-            "lifecycle": read(s3.get_bucket_lifecycle_configuration, lambda r: r["Rules"],
-                              ("NoSuchLifecycleConfiguration",)),
-            "policy": read(s3.get_bucket_policy, lambda r: json.loads(r["Policy"]), ("NoSuchBucketPolicy",)),
+    def _bucket_settings(s3, bucket: str, keys=("public_access_block", "encryption", "lifecycle", "policy")) -> dict:
+        """The bucket settings named by keys, read without side effects."""
+        readers = {
+            "public_access_block": (s3.get_public_access_block, lambda r: r["PublicAccessBlockConfiguration"],
+                                    ("NoSuchPublicAccessBlockConfiguration",)),
+            "encryption": (s3.get_bucket_encryption, lambda r: r["ServerSideEncryptionConfiguration"]["Rules"],
+                           ("ServerSideEncryptionConfigurationNotFoundError",)),
+            "lifecycle": (s3.get_bucket_lifecycle_configuration, lambda r: r["Rules"],
+                          ("NoSuchLifecycleConfiguration",)),
+            "policy": (s3.get_bucket_policy, lambda r: json.loads(r["Policy"]), ("NoSuchBucketPolicy",)),
         }
+        return {key: read_setting(s3, bucket, *readers[key]) for key in keys}
 
     def _find_endpoint(self, ctx) -> dict | None:
         endpoints = ctx.client("ec2").describe_vpc_endpoints(Filters=ctx.tags.ec2_filters("s3-endpoint"))["VpcEndpoints"]
@@ -154,7 +110,7 @@ class Storage(Step):
         s3 = ctx.client("s3")
         bucket = bucket_name(ctx)
         findings = []
-        if not self._bucket_exists(s3, bucket):
+        if not bucket_exists(s3, bucket):
             findings.append(Finding(f"bucket {bucket}", "missing", missing=True))
             settings = None
         else:
@@ -181,32 +137,10 @@ class Storage(Step):
 
     def destroy(self, ctx) -> None:
         """Empty and delete the bucket (destroy's confirmation says so), then the endpoint."""
-        s3 = ctx.client("s3")
-        bucket = bucket_name(ctx)
-        if self._bucket_exists(s3, bucket):
-            # The policy denies object access from outside the VPC, which includes us.
-            s3.delete_bucket_policy(Bucket=bucket)
-            self._empty(ctx, s3, bucket)
-            try:
-                s3.delete_bucket(Bucket=bucket)
-            except ClientError as exc:
-                if not not_found(exc):
-                    raise
+        empty_and_delete(ctx, bucket_name(ctx))  # the policy, which denies us too, goes first
         ctx.record("bucket", None)
         endpoints = ctx.client("ec2").describe_vpc_endpoints(Filters=ctx.tags.ec2_filters("s3-endpoint"))["VpcEndpoints"]
         delete_endpoints_by_id(ctx.client("ec2"), [e["VpcEndpointId"] for e in endpoints if e["State"].lower() != "deleted"],
                                ctx.progress)
         ctx.record("s3_endpoint", None)
         delete_role(ctx, ROLE)
-
-    @staticmethod
-    def _empty(ctx, s3, bucket: str) -> None:
-        deleted = 0
-        for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
-            doomed = [{"Key": v["Key"], "VersionId": v["VersionId"]}
-                      for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
-            for start in range(0, len(doomed), 1000):
-                s3.delete_objects(Bucket=bucket, Delete={"Objects": doomed[start:start + 1000], "Quiet": True})
-            deleted += len(doomed)
-        if deleted:
-            ctx.progress(f"emptied {bucket}: {deleted} object versions deleted")

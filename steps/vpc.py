@@ -21,6 +21,7 @@ NAT_EXPECTED_SECONDS = 90
 
 
 def cluster_name(config) -> str:
+    """The EKS cluster's name; also how the vpc step tags subnets for it."""
     return f"{config.deployment}-eks"
 
 

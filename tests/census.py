@@ -84,3 +84,29 @@ def census(deployment: str, region: str = "us-east-1") -> Counter:
             found += [("eks-nodegroup", n) for n in eks.list_nodegroups(clusterName=cluster)["nodegroups"]]
             found += [("eks-addon", a) for a in eks.list_addons(clusterName=cluster)["addons"]]
     return Counter(found)
+
+
+def cluster_census(cluster) -> Counter:
+    """What the fake cluster holds, read from its store (not through the product): helm
+    releases with the status of their latest revision, and the objects the product makes."""
+    found: list[tuple[str, str]] = []
+    latest: dict[tuple[str, str], tuple[int, str]] = {}
+    for secret in cluster.items("", "secrets"):
+        labels = secret["metadata"].get("labels", {})
+        if labels.get("owner") == "helm":
+            key = (secret["metadata"]["namespace"], labels["name"])
+            revision = int(labels["version"])
+            if revision > latest.get(key, (0, ""))[0]:
+                latest[key] = (revision, labels["status"])
+        elif secret["metadata"]["name"] == "langsmith-config":
+            found.append(("secret", f"{secret['metadata']['namespace']}/langsmith-config"))
+    found += [("helm-release", f"{ns}/{name}: {status}") for (ns, name), (_, status) in latest.items()]
+    found += [("namespace", n["metadata"]["name"]) for n in cluster.items("", "namespaces")
+              if n["metadata"]["name"] not in ("default", "kube-system", "kube-public")]
+    found += [("storageclass", c["metadata"]["name"] + (" (default)" if c["metadata"].get("annotations", {}).get(
+        "storageclass.kubernetes.io/is-default-class") == "true" else "")) for c in cluster.items(
+        "storage.k8s.io", "storageclasses")]
+    for group, plural in (("external-secrets.io", "clustersecretstores"), ("external-secrets.io", "externalsecrets"),
+                          ("apiregistration.k8s.io", "apiservices")):
+        found += [(plural, o["metadata"]["name"]) for o in cluster.items(group, plural)]
+    return Counter(found)

@@ -10,7 +10,12 @@ import os
 
 import pytest
 import requests
-from provisioner import simulator
+
+os.environ.setdefault("MOTO_ACM_VALIDATION_WAIT", "1")  # moto issues requested certificates after this many seconds
+from provisioner import simulator  # noqa: E402 (moto reads the setting at import)
+from provisioner.charts import HELM_RELEASES
+from provisioner.fakekube import FakeKubeServer
+from scripts.fetch_helm import fetch as fetch_helm
 
 REGION = "us-east-1"
 LICENSE = "lic-TEST-0000-very-secret-license"
@@ -23,10 +28,22 @@ def moto_server():
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def kube_server(moto_server):
+    """The fake Kubernetes API server (the EKS cluster's stand-in) and a real helm 3 on PATH."""
+    os.environ["PATH"] = f"{fetch_helm().parent}{os.pathsep}{os.environ['PATH']}"
+    server = simulator.start_cluster(moto_server, REGION)
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def aws(moto_server, monkeypatch, tmp_path):
-    """A clean AWS account behind AWS_ENDPOINT_URL, and a clean working directory."""
+def aws(moto_server, kube_server, monkeypatch, tmp_path):
+    """A clean AWS account behind AWS_ENDPOINT_URL, a fresh fake cluster reached through
+    ./kubeconfig, and a clean working directory."""
     requests.post(f"{moto_server}/moto-api/reset", timeout=30)
+    kube_server.reset()
+    kube_server.kubeconfig(tmp_path / "kubeconfig")
     for key in [k for k in os.environ if k.startswith("AWS_")]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
@@ -57,7 +74,11 @@ def run_cli(*argv: str, stdin_text: str | None = None) -> Run:
 
 
 def write_config(path, **overrides) -> str:
+    """A config reaching the fake cluster through ./kubeconfig, with every chart replaced
+    by the stand-in chart (the real ones cannot be fetched here)."""
     import yaml
-    config = {"name_prefix": "acme", "environment": "test", "region": REGION, **overrides}
+    config = {"name_prefix": "acme", "environment": "test", "region": REGION,
+              "kubernetes": {"kubeconfig": "kubeconfig"},
+              "charts": FakeKubeServer.standin_charts(HELM_RELEASES), **overrides}
     path.write_text(yaml.safe_dump(config))
     return str(path)

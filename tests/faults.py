@@ -104,6 +104,20 @@ def install_session_hooks(monkeypatch, **handlers) -> None:
     monkeypatch.setattr(aws_module, "make_session", make_session)
 
 
+def stop_cluster_calls_after(patch, crash: CrashAfter) -> None:
+    """A dead process makes no more cluster calls either: after the crash, every Kubernetes
+    request or helm run from the crashed run's other threads dies too."""
+    from provisioner.helm import Helm
+    from provisioner.kube import Kube
+    for cls, method in ((Kube, "_request"), (Helm, "_run")):
+        original = getattr(cls, method)
+
+        def guarded(self, *args, _original=original, **kwargs):
+            crash.before_call()
+            return _original(self, *args, **kwargs)
+        patch.setattr(cls, method, guarded)
+
+
 def run_until_crash(monkeypatch, n: int, *argv: str) -> None:
     """Run the CLI in-process and 'kill' it right after its Nth mutating AWS call."""
     import pytest
@@ -112,5 +126,53 @@ def run_until_crash(monkeypatch, n: int, *argv: str) -> None:
     crash = CrashAfter(n)
     with monkeypatch.context() as patch:
         install_session_hooks(patch, **{"after-call": crash.after_call, "before-call": crash.before_call})
+        stop_cluster_calls_after(patch, crash)
         with pytest.raises(SimulatedCrash):
             run_cli(*argv)
+
+
+class ClusterCrashAfter:
+    """Let the Nth change to the cluster (an API write, or a helm upgrade, rollback or
+    uninstall) complete, then 'kill' the process: nothing after it runs or is recorded."""
+
+    HELM_CHANGES = ("upgrade", "rollback", "uninstall")
+
+    def __init__(self, monkeypatch):
+        from provisioner.helm import Helm
+        from provisioner.kube import Kube
+        self.n, self.seen, self.crashed, self.changes, self.owners = 0, 0, False, [], []
+        self._mutex = threading.Lock()
+        original_request, original_run = Kube._request, Helm._run
+
+        def request(kube, method, path, *args, **kwargs):
+            self._before()
+            result = original_request(kube, method, path, *args, **kwargs)
+            if method != "GET":
+                self._after(f"{method} {path}")
+            return result
+
+        def run(helm, *args, **kwargs):
+            self._before()
+            out = original_run(helm, *args, **kwargs)
+            if args[0] in self.HELM_CHANGES:
+                self._after(f"helm {' '.join(args[:3])}")
+            return out
+
+        monkeypatch.setattr(Kube, "_request", request)
+        monkeypatch.setattr(Helm, "_run", run)
+
+    def arm(self, n: int) -> None:
+        self.n, self.seen, self.crashed, self.changes, self.owners = n, 0, False, [], []
+
+    def _before(self) -> None:
+        if self.crashed:
+            raise SimulatedCrash()
+
+    def _after(self, change: str) -> None:
+        with self._mutex:
+            self.seen += 1
+            self.changes.append(change)
+            self.owners.append(getattr(aws_module._current_step, "name", "-"))
+            if self.seen == self.n:
+                self.crashed = True
+                raise SimulatedCrash(f"after cluster change {self.n}: {change}")

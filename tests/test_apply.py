@@ -65,7 +65,7 @@ def test_every_resource_carries_name_ownership_and_user_tags(applied):
     for resource in tagged:
         tags = tags_of(resource["Tags"])
         assert tags["Name"].startswith("acme-test-") and tags["team"] == "platform"
-        assert tags["provisioner:step"] in ("vpc", "postgres", "redis", "eks")
+        assert tags["provisioner:step"] in ("vpc", "postgres", "redis", "eks", "alb")
     [db] = client("rds").describe_db_instances()["DBInstances"]
     assert tags_of(db["TagList"])["provisioner:step"] == "postgres"
     bucket = json.loads(open("state/acme-test.json").read())["steps"]["storage"]["outputs"]["bucket_name"]
@@ -181,14 +181,18 @@ def test_irsa_roles_trust_only_their_service_accounts_and_reach_only_their_resou
     assert "acme-test-irsa-cert-manager" not in names  # only with letsencrypt
 
 
-def test_reapply_makes_no_mutating_call(applied, monkeypatch):
+def test_reapply_makes_no_mutating_call(applied, monkeypatch, kube_server):
+    """Neither in AWS nor in the cluster: no create, patch or delete, no helm upgrade."""
     config, _ = applied
     recorder = CallRecorder()
     install_session_hooks(monkeypatch, **{"before-call": recorder})
+    kube_server.cluster.requests.clear()
     result = run_cli("apply", config, "--yes")
     assert result.code == 0, result
     assert recorder.mutating == []
-    assert "0 mutating" in result.out and result.out.count("unchanged") == 6
+    assert kube_server.cluster.mutations == []
+    assert "helm upgrade" not in result.out
+    assert "0 mutating" in result.out and result.out.count("unchanged") == 10
 
 
 def test_apply_adopts_and_repairs_drift(applied):

@@ -15,6 +15,6 @@ def test_bench_apply_prints_ratios_and_call_counts():
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert out.count("wall / critical path") == 2 and out.count("sum of steps / wall") == 2
-    assert "(vpc -> eks -> postgres)" in out  # the reference's extra edge shows on its critical path
+    assert out.count("critical path") >= 2 and out.count("(vpc -> eks -> ") == 2
     assert out.count("no-op re-apply AWS calls  0 mutating") == 2
     assert re.search(r"our wall time / reference wall time: \d+\.\d\d", out)

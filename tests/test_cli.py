@@ -37,7 +37,7 @@ def test_apply_asks_on_a_terminal_and_only_yes_proceeds(aws, tmp_path):
     assert census(DEPLOYMENT) == {}
     out = io.StringIO()
     assert main(["apply", config], stdin=Terminal("yes\n"), stdout=out, stderr=err) == 0
-    assert "secrets, vpc -> eks, postgres, redis -> storage" in out.getvalue()
+    assert "secrets, vpc -> eks, postgres, redis -> alb, k8s_bootstrap, storage -> ingress -> langsmith" in out.getvalue()
     assert census(DEPLOYMENT) != {}
     out = io.StringIO()
     assert main(["destroy", config], stdin=Terminal("yes\n"), stdout=out, stderr=err) == 0
@@ -52,8 +52,9 @@ def test_json_progress_is_one_event_per_line_with_timings(aws, tmp_path):
     kinds = [e["event"] for e in events]
     assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
     finished = {e["step"]: e for e in events if e["event"] == "step_finished"}
-    assert set(finished) == {"vpc", "secrets", "storage", "postgres", "redis", "eks"}
-    assert all(e["seconds"] >= 0 and e["changes"] > 0 for e in finished.values())
+    assert set(finished) == {"vpc", "secrets", "storage", "postgres", "redis", "eks", "alb", "k8s_bootstrap",
+                             "ingress", "langsmith"}
+    assert all(e["seconds"] >= 0 and e["changes"] + e["cluster_changes"] > 0 for e in finished.values())
     resources = [e for e in events if e["event"] == "resource"]
     assert any(e["id"].startswith("vpc-") for e in resources)
     assert events[-1]["ok"] is True and events[-1]["aws_calls"]["mutating"] > 40
@@ -61,9 +62,10 @@ def test_json_progress_is_one_event_per_line_with_timings(aws, tmp_path):
 
 def test_graph_prints_orders_dot_and_mermaid(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_REGION", REGION)
-    config = write_config(tmp_path / "config.yaml")
+    config = write_config(tmp_path / "config.yaml", kubernetes={})
     text = run_cli("graph", config).out
-    assert "create order" in text and "1. secrets, vpc" in text and "2. eks, postgres, redis" in text and "3. storage" in text
+    assert "create order" in text and "1. secrets, vpc" in text and "2. eks, postgres, redis" in text
+    assert "3. alb, k8s_bootstrap, storage" in text and "4. ingress" in text and "5. langsmith" in text
     assert "destroy order" in text
     dot = run_cli("graph", config, "--format", "dot").out
     assert '"vpc" -> "postgres";' in dot and '"postgres" -> "vpc";' in dot
@@ -78,7 +80,7 @@ def test_graph_prints_orders_dot_and_mermaid(tmp_path, monkeypatch):
 def test_rds_and_elasticache_do_not_wait_for_anything_but_vpc_and_secrets(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_REGION", REGION)
     from provisioner import config as config_module, graph
-    built = graph.build(config_module.load(write_config(tmp_path / "config.yaml")))
+    built = graph.build(config_module.load(write_config(tmp_path / "config.yaml", kubernetes={})))
     assert set(built.predecessors("postgres")) == {"vpc", "secrets"}
     assert set(built.predecessors("redis")) == {"vpc", "secrets"}
 
@@ -94,6 +96,11 @@ def test_status_and_outputs_read_the_state(aws, tmp_path):
     assert outputs["postgres"]["identifier"] == "acme-test-pg"
     assert outputs["vpc"]["vpc_id"].startswith("vpc-")
     assert 'redis.port = 6379' in run_cli("outputs", config).out
+
+
+def not_started(out: str) -> set[str]:
+    listed = out.split("not started: ", 1)[1].split(".", 1)[0]
+    return set(listed.split(", "))
 
 
 def rds_refuses_create(**_):
@@ -117,7 +124,7 @@ def test_failed_step_is_recorded_others_finish_and_rerun_resumes(aws, tmp_path, 
     assert state["postgres"]["physical_ids"]["db_subnet_group"] == "acme-test-pg-subnets"
     # running steps finished; storage (which waits for eks) was not started after the failure
     assert state["redis"]["status"] == "created" and state["eks"]["status"] == "created"
-    assert "storage" not in state and "not started: storage" in result.out
+    assert "storage" not in state and "storage" in not_started(result.out)
     assert boto3.client("rds", region_name=REGION).describe_db_instances()["DBInstances"] == []
     rerun = run_cli("apply", config, "--yes")
     assert rerun.code == 0
@@ -138,6 +145,7 @@ def test_a_failure_stops_new_steps_from_starting(aws, tmp_path, monkeypatch):
         install_session_hooks(patch, **{"before-send.ssm": ssm_down})
         result = run_cli("apply", config, "--yes", "--parallelism", "1")
     assert result.code == 1
-    assert "not started: eks, postgres, redis, storage, vpc" in result.out
+    assert not_started(result.out) == {"eks", "postgres", "redis", "storage", "vpc", "alb", "k8s_bootstrap",
+                                       "ingress", "langsmith"}
     state = json.loads((tmp_path / "state" / f"{DEPLOYMENT}.json").read_text())["steps"]
     assert state["secrets"]["status"] == "failed" and "postgres" not in state

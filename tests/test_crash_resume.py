@@ -9,42 +9,89 @@ import subprocess
 import sys
 import time
 
+import networkx as nx
 import pytest
 import requests
 
-from tests.census import census
+from provisioner.aws import is_mutating
+from tests.census import census, cluster_census
 from tests.conftest import run_cli, write_config
-from tests.faults import CallRecorder, CrashAfter, SharedClients, SimulatedCrash, install_session_hooks, run_until_crash
+from tests.faults import (ClusterCrashAfter, CrashAfter, SharedClients, SimulatedCrash, run_until_crash,
+                          stop_cluster_calls_after)
 
 DEPLOYMENT = "acme-test"
 
 
-def test_resume_after_a_crash_at_every_mutating_call_creates_no_duplicates(aws, tmp_path, monkeypatch):
-    config = write_config(tmp_path / "config.yaml")
-    recorder = CallRecorder()
-    with monkeypatch.context() as patch:
-        install_session_hooks(patch, **{"before-call": recorder})
-        assert run_cli("apply", config, "--yes", "--parallelism", "1").code == 0
-    clean = census(DEPLOYMENT)
-    total = len(recorder.mutating)
-    assert total > 40 and max(clean.values()) == 1
+def limit_to(patch, step: str) -> None:
+    """Runs see only this step and the steps it builds on (the product's graph logic is
+    unchanged; only the graph it is given is narrowed), so each step's sweep replays just
+    what it needs."""
+    from provisioner import graph
+    full_graph = graph.build
 
-    failures = []
-    crash = CrashAfter(0)
-    SharedClients(monkeypatch, **{"after-call": crash.after_call, "before-call": crash.before_call})
-    for n in range(1, total + 1):
+    def build(config, for_destroy=False):
+        full = full_graph(config, for_destroy)
+        return full.subgraph(nx.ancestors(full, step) | {step}).copy()
+    patch.setattr(graph, "build", build)
+
+
+def test_resume_after_a_crash_at_every_change_creates_no_duplicates(aws, tmp_path, monkeypatch, kube_server):
+    """One sweep per step: for each step, crash right after each of its mutating AWS calls
+    and each of its cluster changes (Kubernetes writes, helm runs), with the steps it builds
+    on done in that same run; resume; compare AWS and the cluster with a clean run."""
+    from provisioner import aws as aws_module, config as config_module, graph
+    config = write_config(tmp_path / "config.yaml")
+    order = list(nx.topological_sort(graph.build(config_module.load(config))))
+    crash, cluster_crash = CrashAfter(0), ClusterCrashAfter(monkeypatch)
+    owners: list[str] = []
+
+    def after_call(model, http_response, **kwargs):
+        """Note which step made each mutating call that CrashAfter counts, then let it count."""
+        if not crash.crashed and is_mutating(model.name) and http_response.status_code < 300:
+            owners.append(getattr(aws_module._current_step, "name", "-"))
+        crash.after_call(model=model, http_response=http_response, **kwargs)
+    SharedClients(monkeypatch, **{"after-call": after_call, "before-call": crash.before_call})
+    stop_cluster_calls_after(monkeypatch, crash)
+    failures, covered = [], {}
+
+    def fresh_world():
         requests.post(f"{aws}/moto-api/reset", timeout=30)
+        kube_server.reset()
         (tmp_path / "state" / f"{DEPLOYMENT}.json").unlink(missing_ok=True)
-        crash.arm(n)
-        with pytest.raises(SimulatedCrash):
-            run_cli("apply", config, "--yes", "--parallelism", "1")
-        crash.disarm()
-        resumed = run_cli("apply", config, "--yes", "--parallelism", "1")
-        after = census(DEPLOYMENT)
-        if resumed.code != 0 or after != clean:
-            failures.append((n, recorder.mutating[n - 1], resumed.code, after - clean, clean - after))
+
+    def replay(step, counter, points, clean):
+        for n in points:
+            fresh_world()
+            counter.arm(n)
+            with pytest.raises(SimulatedCrash):
+                run_cli("apply", config, "--yes", "--parallelism", "1")
+            counter.arm(0)
+            crash.disarm()
+            resumed = run_cli("apply", config, "--yes", "--parallelism", "1")
+            after = (census(DEPLOYMENT), cluster_census(kube_server.cluster))
+            if resumed.code != 0 or after != clean:
+                failures.append((step, n, resumed.code, after[0] - clean[0], clean[0] - after[0],
+                                 after[1] - clean[1], clean[1] - after[1], resumed.out[-400:]))
+
+    for step in order:
+        with monkeypatch.context() as patch:
+            limit_to(patch, step)
+            fresh_world()
+            owners.clear()
+            cluster_crash.arm(0)
+            assert run_cli("apply", config, "--yes", "--parallelism", "1").code == 0
+            clean = (census(DEPLOYMENT), cluster_census(kube_server.cluster))
+            assert max(clean[0].values(), default=1) == 1
+            aws_points = [n for n, owner in enumerate(owners, 1) if owner == step]
+            cluster_points = [n for n, change in enumerate(cluster_crash.owners, 1) if change == step]
+            replay(step, crash, aws_points, clean)
+            replay(step, cluster_crash, cluster_points, clean)
+            covered[step] = (len(aws_points), len(cluster_points))
     assert failures == [], failures
-    print(f"crash points covered: {total}")
+    assert covered["vpc"][0] > 10 and covered["eks"][0] > 10 and covered["k8s_bootstrap"][1] >= 11
+    assert all(covered[s][0] > 0 for s in ("secrets", "postgres", "redis", "storage", "alb"))
+    assert covered["langsmith"][1] > 0 and covered["ingress"][1] > 0
+    print(f"crash points covered: {sum(a + c for a, c in covered.values())} {covered}")
 
 
 def test_resume_after_a_crash_keeps_what_the_state_recorded(aws, tmp_path, monkeypatch):

@@ -1,0 +1,83 @@
+"""Where each Helm release comes from: the pinned chart versions, and the config's overrides.
+
+Versions follow the Terraform reference where it pins one; where it does not (the load
+balancer controller, metrics-server) they are the current stable releases. A
+`charts.<release>` entry in the config replaces repo, chart or version, so an
+air-gapped mirror, an oci:// reference or a local chart directory can stand in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+
+@dataclass(frozen=True)
+class ChartSource:
+    namespace: str
+    repo: str | None
+    chart: str
+    version: str
+
+    @property
+    def is_local(self) -> bool:
+        return not self.repo and not self.chart.startswith("oci://")
+
+    @property
+    def chart_name(self) -> str:
+        """The name helm reports for the chart (the `<name>-<version>` of `helm list`)."""
+        if self.is_local:
+            return self._local_metadata()["name"]
+        return self.chart.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def pinned_version(self) -> str:
+        if self.is_local and not self.version:
+            return str(self._local_metadata()["version"])
+        return self.version
+
+    def _local_metadata(self) -> dict:
+        return yaml.safe_load((Path(self.chart).expanduser() / "Chart.yaml").read_text())
+
+    def install_args(self) -> list[str]:
+        args = [str(Path(self.chart).expanduser()) if self.is_local else self.chart]
+        if self.repo:
+            args += ["--repo", self.repo]
+        if self.version and not self.is_local:
+            args += ["--version", self.version]
+        return args
+
+
+DEFAULT_CHARTS: dict[str, ChartSource] = {
+    "aws-load-balancer-controller": ChartSource("kube-system", "https://aws.github.io/eks-charts",
+                                                "aws-load-balancer-controller", "1.14.0"),
+    "cluster-autoscaler": ChartSource("kube-system", "https://kubernetes.github.io/autoscaler", "cluster-autoscaler",
+                                      "9.56.0"),
+    "metrics-server": ChartSource("kube-system", "https://kubernetes-sigs.github.io/metrics-server/", "metrics-server",
+                                  "3.13.0"),
+    "keda": ChartSource("keda", "https://kedacore.github.io/charts", "keda", "2.19.0"),
+    "external-secrets": ChartSource("external-secrets", "https://charts.external-secrets.io", "external-secrets",
+                                    "2.1.0"),
+    "cert-manager": ChartSource("cert-manager", "https://charts.jetstack.io", "cert-manager", "v1.20.0"),
+    "envoy-gateway": ChartSource("envoy-gateway-system", None, "oci://docker.io/envoyproxy/gateway-helm", "v1.3.0"),
+    "istio-base": ChartSource("istio-system", "https://istio-release.storage.googleapis.com/charts", "base", "1.23.0"),
+    "istiod": ChartSource("istio-system", "https://istio-release.storage.googleapis.com/charts", "istiod", "1.23.0"),
+    "istio-ingressgateway": ChartSource("istio-system", "https://istio-release.storage.googleapis.com/charts",
+                                        "gateway", "1.23.0"),
+    "ingress-nginx": ChartSource("ingress-nginx", "https://kubernetes.github.io/ingress-nginx", "ingress-nginx",
+                                 "4.10.1"),
+    "langsmith": ChartSource("langsmith", "https://langchain-ai.github.io/helm/", "langsmith", "0.16.0"),
+}
+HELM_RELEASES = tuple(DEFAULT_CHARTS)
+
+
+def chart_source(config, release: str) -> ChartSource:
+    """The default source with the config's override laid over it. A local chart or an
+    oci:// reference drops the default repo; a local chart without a version uses its own."""
+    default, override = DEFAULT_CHARTS[release], config["charts"].get(release, {})
+    chart = override.get("chart", default.chart)
+    repo = override.get("repo", default.repo if "chart" not in override else None)
+    version = override.get("version", default.version if "chart" not in override else "")
+    return ChartSource(default.namespace, repo, chart, version)

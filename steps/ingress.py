@@ -1,0 +1,182 @@
+"""What serves traffic behind the ALB, and the binding that feeds the ALB's target group.
+
+- alb (no gateway): the LangSmith frontend Service.
+- nginx: ingress-nginx (ClusterIP), controller pods on 80.
+- envoy: Envoy Gateway, GatewayClass `eg` with an EnvoyProxy that names its Service,
+  Gateway `langsmith-gateway` accepting routes from all namespaces, proxy on 10080.
+- istio: istio-base, istiod and the ingress gateway (ClusterIP, port 80), and an Istio
+  Gateway `langsmith-gateway`.
+With letsencrypt, a ClusterIssuer using Route 53 DNS-01 through cert-manager's IRSA role
+(or the issuer named in cert_manager_issuer) and the certificate the gateway serves.
+
+A TargetGroupBinding (target type ip) registers the serving pods in the ALB's target
+group, so the provisioned ALB is the one that serves; it is deleted first on destroy,
+while the load balancer controller still runs to deregister the targets.
+"""
+
+from __future__ import annotations
+
+from provisioner.charts import chart_source
+from provisioner.helm import remembered
+from provisioner.kube import ClusterMissing
+
+from .alb import TARGETS
+from .base import Finding, Step, register
+from .k8s_bootstrap import NAMESPACE
+
+GATEWAY_NAME = "langsmith-gateway"
+TLS_SECRET = "langsmith-tls"
+LETSENCRYPT_ISSUER = "letsencrypt-prod"
+BINDING = "langsmith-tgb"
+# Installed in this order (istio: CRDs, control plane, gateway), uninstalled in reverse.
+RELEASES = {"nginx": ["ingress-nginx"], "envoy": ["envoy-gateway"], "istio": ["istio-base", "istiod",
+                                                                           "istio-ingressgateway"]}
+REQUESTS = {"cpu": "100m", "memory": "128Mi"}
+
+
+def release_values(cfg) -> dict[str, dict]:
+    return {
+        "ingress-nginx": {"controller": {"service": {"type": "ClusterIP"}, "resources": {"requests": REQUESTS},
+                                         "ingressClassResource": {"name": "nginx", "default": True}}},
+        "envoy-gateway": {"deployment": {"envoyGateway": {"resources": {"requests": {"cpu": "100m",
+                                                                                    "memory": "256Mi"}}}}},
+        "istio-base": {"defaultRevision": "default"},
+        "istiod": {"pilot": {"resources": {"requests": {"cpu": "100m", "memory": "256Mi"}}}},
+        "istio-ingressgateway": {"service": {"type": "ClusterIP"}, "resources": {"requests": REQUESTS},
+                                 "labels": {"istio": "ingressgateway"}},
+    }
+
+
+def tls_namespace(gateway: str) -> str:
+    """Where the gateway looks for its certificate secret."""
+    return "istio-system" if gateway == "istio" else NAMESPACE
+
+
+def gateway_objects(ctx) -> list[dict]:
+    cfg = ctx.config
+    gateway, tls = cfg.gateway, cfg["tls_certificate_source"] == "letsencrypt"
+    objects: list[dict] = []
+    if tls:
+        issuer = cfg["cert_manager_issuer"] or LETSENCRYPT_ISSUER
+        if not cfg["cert_manager_issuer"]:
+            objects.append({
+                "apiVersion": "cert-manager.io/v1", "kind": "ClusterIssuer", "metadata": {"name": LETSENCRYPT_ISSUER},
+                "spec": {"acme": {"server": "https://acme-v02.api.letsencrypt.org/directory",
+                                  "email": cfg["letsencrypt_email"],
+                                  "privateKeySecretRef": {"name": f"{LETSENCRYPT_ISSUER}-account"},
+                                  "solvers": [{"dns01": {"route53": {
+                                      "region": cfg["region"], "hostedZoneID": ctx.upstream("dns").get("zone_id")}}}]}}})
+        objects.append({"apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+                        "metadata": {"name": TLS_SECRET, "namespace": tls_namespace(gateway)},
+                        "spec": {"secretName": TLS_SECRET, "dnsNames": [cfg["langsmith_domain"]],
+                                 "issuerRef": {"name": issuer, "kind": "ClusterIssuer"}}})
+    if gateway == "envoy":
+        namespace, service, _ = TARGETS["envoy"]
+        objects += [
+            {"apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "EnvoyProxy",
+             "metadata": {"name": "langsmith-proxy", "namespace": namespace},
+             "spec": {"provider": {"type": "Kubernetes", "kubernetes": {
+                 "envoyService": {"name": service, "type": "ClusterIP"}}}}},
+            {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass", "metadata": {"name": "eg"},
+             "spec": {"controllerName": "gateway.envoyproxy.io/gatewayclass-controller",
+                      "parametersRef": {"group": "gateway.envoyproxy.io", "kind": "EnvoyProxy",
+                                        "name": "langsmith-proxy", "namespace": namespace}}},
+            {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+             "metadata": {"name": GATEWAY_NAME, "namespace": NAMESPACE},
+             "spec": {"gatewayClassName": "eg", "listeners": [
+                 {"name": "http", "protocol": "HTTP", "port": 80, "allowedRoutes": {"namespaces": {"from": "All"}}},
+                 *([{"name": "https", "protocol": "HTTPS", "port": 443, "hostname": cfg["langsmith_domain"],
+                     "tls": {"mode": "Terminate", "certificateRefs": [{"kind": "Secret", "name": TLS_SECRET}]},
+                     "allowedRoutes": {"namespaces": {"from": "All"}}}] if tls else [])]}}]
+    elif gateway == "istio":
+        servers = [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"],
+                    **({"tls": {"httpsRedirect": True}} if tls else {})}]
+        if tls:
+            servers.append({"port": {"number": 443, "name": "https", "protocol": "HTTPS"},
+                            "hosts": [cfg["langsmith_domain"]],
+                            "tls": {"mode": "SIMPLE", "credentialName": TLS_SECRET}})
+        objects.append({"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+                        "metadata": {"name": GATEWAY_NAME, "namespace": "istio-system"},
+                        "spec": {"selector": {"istio": "ingressgateway"}, "servers": servers}})
+    return objects
+
+
+def target_group_binding(ctx) -> dict:
+    namespace, service, _ = TARGETS[ctx.config.gateway]
+    return {"apiVersion": "elbv2.k8s.aws/v1beta1", "kind": "TargetGroupBinding",
+            "metadata": {"name": BINDING, "namespace": namespace},
+            "spec": {"serviceRef": {"name": service, "port": 80}, "targetType": "ip",
+                     "targetGroupARN": ctx.upstream("alb")["target_group_arn"]}}
+
+
+@register
+class Ingress(Step):
+    name = "ingress"
+    requires = ("k8s_bootstrap", "alb", "dns")
+
+    def create(self, ctx) -> dict:
+        kube, helm = ctx.cluster()
+        cfg = ctx.config
+        values = release_values(cfg)
+        installed, before = {}, ctx.state.outputs(self.name)
+        listed = helm.all_releases() if RELEASES.get(cfg.gateway) else {}
+        for release in RELEASES.get(cfg.gateway, []):
+            source = chart_source(cfg, release)
+            done = helm.ensure(release, source, values[release], ctx.progress, listed, remembered(before, release))
+            ctx.record(f"release/{release}", f"{source.namespace}/{release}")
+            installed[release] = {"namespace": source.namespace,
+                                  "chart": f"{source.chart_name}-{source.pinned_version}", **done}
+        for obj in gateway_objects(ctx):
+            kube.apply(obj)
+            ctx.record(f"{obj['kind'].lower()}/{obj['metadata']['name']}", obj["metadata"]["name"])
+        binding = target_group_binding(ctx)
+        namespace = binding["metadata"]["namespace"]
+        if kube.get("v1", "Namespace", namespace) is None:
+            kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        kube.apply(binding)
+        ctx.record("targetgroupbinding", f"{namespace}/{BINDING}")
+        _, service, port = TARGETS[cfg.gateway]
+        return {"gateway": cfg.gateway, "releases": installed, "target_service": f"{namespace}/{service}",
+                "target_port": port}
+
+    def verify(self, ctx) -> list[Finding]:
+        try:
+            kube, helm = ctx.cluster()
+        except ClusterMissing:
+            return [Finding("cluster", "not there yet", missing=True)]
+        findings = []
+        for release in RELEASES.get(ctx.config.gateway, []):
+            found = helm.release(release, chart_source(ctx.config, release).namespace)
+            if found is None or found["status"] != "deployed":
+                findings.append(Finding(f"release {release}", "not deployed" if found else "not installed",
+                                        missing=found is None))
+        expected = gateway_objects(ctx) + ([target_group_binding(ctx)] if ctx.upstream("alb") else [])
+        for obj in expected:
+            meta = obj["metadata"]
+            if kube.get(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace")) is None:
+                findings.append(Finding(f"{obj['kind']} {meta['name']}", "missing", missing=True))
+        return findings
+
+    def destroy(self, ctx) -> None:
+        try:
+            kube, helm = ctx.cluster()
+        except ClusterMissing:
+            return
+        for namespace, _, _ in TARGETS.values():
+            kube.delete("elbv2.k8s.aws/v1beta1", "TargetGroupBinding", BINDING, namespace)
+        for api, kind, name, namespace in (
+                ("gateway.networking.k8s.io/v1", "Gateway", GATEWAY_NAME, NAMESPACE),
+                ("networking.istio.io/v1", "Gateway", GATEWAY_NAME, "istio-system"),
+                ("gateway.networking.k8s.io/v1", "GatewayClass", "eg", None),
+                ("gateway.envoyproxy.io/v1alpha1", "EnvoyProxy", "langsmith-proxy", TARGETS["envoy"][0]),
+                ("cert-manager.io/v1", "Certificate", TLS_SECRET, NAMESPACE),
+                ("cert-manager.io/v1", "Certificate", TLS_SECRET, "istio-system"),
+                ("cert-manager.io/v1", "ClusterIssuer", LETSENCRYPT_ISSUER, None)):
+            kube.delete(api, kind, name, namespace)
+        installed = {r["name"]: r["namespace"] for r in helm.releases()}
+        for release in [r for releases in RELEASES.values() for r in reversed(releases)]:
+            if release in installed:
+                ctx.progress(f"helm uninstall {release}")
+                helm.uninstall(release, installed[release])
+        for key in list(ctx.state.step(self.name).get("physical_ids", {})):
+            ctx.record(key, None)

@@ -1,0 +1,204 @@
+"""Kubernetes bootstrap: the langsmith namespace, a default gp3 StorageClass, the cluster
+services LangSmith relies on, and the SSM -> langsmith-config secret flow.
+
+The load balancer controller goes first: its webhook intercepts Services, so charts
+installed before it is ready can fail. The other releases do not depend on each other
+and install at the same time. Teardown clears the known blockers itself: the KEDA
+metrics APIService goes before any namespace (a stale one keeps every namespace
+Terminating), and the load balancer controller is uninstalled last so it can release
+what it made.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from provisioner.aws import attributed_to
+from provisioner.charts import DEFAULT_CHARTS, chart_source
+from provisioner.helm import remembered
+from provisioner.errors import StepError
+from provisioner.kube import ClusterMissing
+from provisioner.waiting import wait_until
+
+from .base import Finding, Step, register
+from .vpc import cluster_name
+
+NAMESPACE = "langsmith"
+IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
+DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
+FIRST_RELEASE = "aws-load-balancer-controller"
+PARALLEL_RELEASES = ("cluster-autoscaler", "metrics-server", "keda", "external-secrets", "cert-manager")
+# Uninstalled in this order: the application and gateways first, the load balancer controller last.
+UNINSTALL_ORDER = ("langsmith", "ingress-nginx", "istio-ingressgateway", "istiod", "istio-base", "envoy-gateway",
+                   *reversed(PARALLEL_RELEASES), FIRST_RELEASE)
+KEDA_APISERVICE = "v1beta1.external.metrics.k8s.io"
+SECRET_STORE = "langsmith-ssm"
+CONFIG_SECRET = "langsmith-config"
+# SSM leaf -> key in the langsmith-config secret (the chart's config.existingSecretName contract)
+CONFIG_KEYS = {"langsmith-license-key": "langsmith_license_key", "langsmith-api-key-salt": "api_key_salt",
+               "langsmith-jwt-secret": "jwt_secret", "langsmith-admin-password": "initial_org_admin_password"}
+SECRET_WAIT_SECONDS = 120
+NAMESPACE_WAIT_SECONDS = 600
+
+
+def _service_account(name: str, role_arn: str | None) -> dict:
+    return {"create": True, "name": name, "annotations": {IRSA_ANNOTATION: role_arn} if role_arn else {}}
+
+
+def release_values(ctx) -> dict[str, dict]:
+    """The values each bootstrap release is installed with; IRSA roles from the eks step."""
+    cfg, eks, vpc = ctx.config, ctx.upstream("eks"), ctx.upstream("vpc")
+    roles = eks["irsa_roles"]
+    return {
+        FIRST_RELEASE: {"clusterName": eks["cluster_name"], "region": cfg["region"], "vpcId": vpc["vpc_id"],
+                        "serviceAccount": _service_account(FIRST_RELEASE, roles["load-balancer-controller"])},
+        "cluster-autoscaler": {"autoDiscovery": {"clusterName": eks["cluster_name"]}, "awsRegion": cfg["region"],
+                               "rbac": {"serviceAccount": _service_account("cluster-autoscaler",
+                                                                           roles["cluster-autoscaler"])}},
+        "metrics-server": {"args": ["--kubelet-preferred-address-types=InternalIP"]},
+        "keda": {"resources": {"operator": {"requests": {"cpu": "100m", "memory": "100Mi"}}}},
+        "external-secrets": {"installCRDs": True,
+                             "serviceAccount": _service_account("external-secrets", roles["external-secrets"])},
+        "cert-manager": {"crds": {"enabled": True},
+                         "serviceAccount": _service_account("cert-manager", roles.get("cert-manager"))},
+    }
+
+
+def _storage_classes() -> list[dict]:
+    gp3 = {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+           "metadata": {"name": "gp3", "annotations": {DEFAULT_CLASS: "true"}},
+           "provisioner": "ebs.csi.aws.com", "parameters": {"type": "gp3", "encrypted": "true", "fsType": "ext4"},
+           "allowVolumeExpansion": True, "volumeBindingMode": "WaitForFirstConsumer", "reclaimPolicy": "Delete"}
+    return [gp3]
+
+
+def _external_secrets(ctx) -> list[dict]:
+    parameters = ctx.upstream("secrets")["parameters"]
+    store = {"apiVersion": "external-secrets.io/v1", "kind": "ClusterSecretStore",
+             "metadata": {"name": SECRET_STORE},
+             "spec": {"provider": {"aws": {"service": "ParameterStore", "region": ctx.config["region"]}}}}
+    external = {"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+                "metadata": {"name": CONFIG_SECRET, "namespace": NAMESPACE},
+                "spec": {"refreshInterval": "1h", "secretStoreRef": {"name": SECRET_STORE, "kind": "ClusterSecretStore"},
+                         "target": {"name": CONFIG_SECRET, "creationPolicy": "Owner"},
+                         "data": [{"secretKey": key, "remoteRef": {"key": parameters[leaf]}}
+                                  for leaf, key in CONFIG_KEYS.items() if leaf in parameters]}}
+    return [store, external]
+
+
+@register
+class K8sBootstrap(Step):
+    name = "k8s_bootstrap"
+    requires = ("eks", "secrets", "vpc")
+
+    def create(self, ctx) -> dict:
+        kube, helm = ctx.cluster()
+        kube.apply({"apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": NAMESPACE, "labels": {"app": "langsmith", "managed-by": "provisioner"}}})
+        ctx.record("namespace", NAMESPACE)
+        for storage_class in _storage_classes():
+            kube.apply(storage_class)
+            ctx.record(f"storageclass/{storage_class['metadata']['name']}", storage_class["metadata"]["name"])
+        if kube.get("storage.k8s.io/v1", "StorageClass", "gp2") is not None:
+            kube.apply({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                        "metadata": {"name": "gp2", "annotations": {DEFAULT_CLASS: "false"}}})
+        values = release_values(ctx)
+        releases, listed, before = {}, helm.all_releases(), ctx.state.outputs(self.name)
+
+        def install(release: str) -> None:
+            with attributed_to(self.name):  # pool threads: calls still count for this step
+                source = chart_source(ctx.config, release)
+                done = helm.ensure(release, source, values[release], ctx.progress, listed, remembered(before, release))
+            ctx.record(f"release/{release}", f"{source.namespace}/{release}")
+            releases[release] = {"namespace": source.namespace, "chart": f"{source.chart_name}-{source.pinned_version}",
+                                 **done}
+
+        install(FIRST_RELEASE)
+        with ThreadPoolExecutor(max_workers=len(PARALLEL_RELEASES)) as pool:
+            for future in [pool.submit(install, release) for release in PARALLEL_RELEASES]:
+                future.result()
+        for obj in _external_secrets(ctx):
+            kube.apply(obj)
+            ctx.record(obj["kind"].lower(), obj["metadata"]["name"])
+        self._wait_for_config_secret(ctx, kube)
+        return {"namespace": NAMESPACE, "storage_class": "gp3", "config_secret": CONFIG_SECRET,
+                "releases": dict(sorted(releases.items()))}
+
+    @staticmethod
+    def _wait_for_config_secret(ctx, kube) -> None:
+        def synced():
+            if kube.get("v1", "Secret", CONFIG_SECRET, NAMESPACE) is not None:
+                return True
+            external = kube.get("external-secrets.io/v1", "ExternalSecret", CONFIG_SECRET, NAMESPACE) or {}
+            for condition in external.get("status", {}).get("conditions", []):
+                if condition.get("type") == "Ready" and condition.get("status") == "False":
+                    raise StepError(f"ExternalSecret {NAMESPACE}/{CONFIG_SECRET} is not syncing: "
+                                    f"{condition.get('message')}; check the SSM parameters under "
+                                    f"{ctx.config.ssm_prefix} and the external-secrets IRSA role")
+            return False
+        wait_until(synced, what=f"secret {NAMESPACE}/{CONFIG_SECRET} from SSM", expected_seconds=10,
+                   timeout_seconds=SECRET_WAIT_SECONDS, progress=ctx.progress)
+
+    def verify(self, ctx) -> list[Finding]:
+        try:
+            kube, helm = ctx.cluster()
+        except ClusterMissing:
+            return [Finding(f"cluster {cluster_name(ctx.config)}", "not there yet", missing=True)]
+        findings = []
+        for release in (FIRST_RELEASE, *PARALLEL_RELEASES):
+            source = chart_source(ctx.config, release)
+            found = helm.release(release, source.namespace)
+            wanted = f"{source.chart_name}-{source.pinned_version}"
+            if found is None:
+                findings.append(Finding(f"release {release}", "not installed", missing=True))
+            elif found["status"] != "deployed" or found["chart"] != wanted:
+                findings.append(Finding(f"release {release}", f"{found['status']} at {found['chart']}, config "
+                                                              f"wants deployed at {wanted}"))
+        if kube.get("v1", "Namespace", NAMESPACE) is None:
+            findings.append(Finding(f"namespace {NAMESPACE}", "missing", missing=True))
+        gp3 = kube.get("storage.k8s.io/v1", "StorageClass", "gp3")
+        if gp3 is None or gp3["metadata"].get("annotations", {}).get(DEFAULT_CLASS) != "true":
+            findings.append(Finding("StorageClass gp3", "missing" if gp3 is None else "not the default",
+                                    missing=gp3 is None))
+        if kube.get("v1", "Secret", CONFIG_SECRET, NAMESPACE) is None:
+            findings.append(Finding(f"secret {NAMESPACE}/{CONFIG_SECRET}", "missing (not synced from SSM)",
+                                    missing=True))
+        return findings
+
+    def destroy(self, ctx) -> None:
+        try:
+            kube, helm = ctx.cluster()
+        except ClusterMissing:
+            ctx.progress("no cluster: nothing to remove inside it")
+        else:
+            self._teardown_in_cluster(ctx, kube, helm)
+        for key in list(ctx.state.step(self.name).get("physical_ids", {})):
+            ctx.record(key, None)
+
+    @staticmethod
+    def _teardown_in_cluster(ctx, kube, helm) -> None:
+        kube.delete("external-secrets.io/v1", "ExternalSecret", CONFIG_SECRET, NAMESPACE)
+        kube.delete("external-secrets.io/v1", "ClusterSecretStore", SECRET_STORE)
+        if kube.delete("apiregistration.k8s.io/v1", "APIService", KEDA_APISERVICE):
+            ctx.progress(f"deleted APIService {KEDA_APISERVICE} (a stale one blocks namespace deletion)")
+        installed = {r["name"]: r["namespace"] for r in helm.releases()}
+        for release in UNINSTALL_ORDER:
+            if release in installed:
+                ctx.progress(f"helm uninstall {release}")
+                helm.uninstall(release, installed[release])
+        namespaces = sorted({NAMESPACE, "langsmith-agents", *(c.namespace for c in DEFAULT_CHARTS.values())}
+                            - {"kube-system"})
+        for namespace in namespaces:
+            kube.delete("v1", "Namespace", namespace)
+        kube.delete("storage.k8s.io/v1", "StorageClass", "gp3")
+
+        def all_gone():
+            return not any(kube.get("v1", "Namespace", n) for n in namespaces)
+        try:
+            wait_until(all_gone, what="namespaces to finish terminating", expected_seconds=20,
+                       timeout_seconds=NAMESPACE_WAIT_SECONDS, progress=ctx.progress)
+        except StepError:
+            raise StepError("namespaces still Terminating: " + "; ".join(
+                f"{n}: " + ", ".join(c.get("message", c.get("type", "")) for c in
+                                     (kube.get("v1", "Namespace", n) or {}).get("status", {}).get("conditions", []))
+                for n in namespaces if kube.get("v1", "Namespace", n))) from None

@@ -1,0 +1,218 @@
+"""The LangSmith release: values generated from the other steps' outputs, installed with
+helm, and waited for until the migrations and bootstrap jobs completed and every
+deployment is available.
+
+Credentials never appear in a values file: Postgres and Redis connection URLs are
+built inside the cluster by External Secrets from the SSM parameters (secrets
+langsmith-postgres and langsmith-redis), and the app secrets come from
+langsmith-config.
+"""
+
+from __future__ import annotations
+
+from provisioner.charts import chart_source
+from provisioner.helm import remembered
+from provisioner.errors import StepError
+from provisioner.kube import ClusterMissing
+from provisioner.waiting import wait_until
+
+from .base import Finding, Step, register
+from .k8s_bootstrap import CONFIG_SECRET, IRSA_ANNOTATION, NAMESPACE, SECRET_STORE
+from .ingress import GATEWAY_NAME
+
+RELEASE = "langsmith"
+READY_SECONDS = 1800
+# component -> (min replicas, max replicas); queue and ingest-queue also scale on Redis queue depth (KEDA)
+AUTOSCALING = {"frontend": (1, 10), "backend": (3, 10), "platformBackend": (1, 10), "playground": (1, 10),
+               "queue": (3, 10), "ingestQueue": (3, 10), "aceBackend": (1, 5)}
+KEDA_SCALED = ("queue", "ingestQueue")
+S3_COMPONENTS = ("backend", "platformBackend", "queue", "ingestQueue", "hostBackend", "listener")
+# profile -> component -> (cpu, memory) requests
+SIZING = {
+    "dev": {"frontend": ("100m", "256Mi"), "backend": ("250m", "1Gi"), "platformBackend": ("100m", "512Mi"),
+            "playground": ("100m", "256Mi"), "queue": ("250m", "1Gi"), "ingestQueue": ("250m", "1Gi"),
+            "aceBackend": ("100m", "256Mi"), "clickhouse": ("1", "4Gi")},
+    "production": {"frontend": ("500m", "1Gi"), "backend": ("1", "2Gi"), "platformBackend": ("500m", "1Gi"),
+                   "playground": ("500m", "1Gi"), "queue": ("1", "2Gi"), "ingestQueue": ("1", "2Gi"),
+                   "aceBackend": ("500m", "1Gi"), "clickhouse": ("3500m", "15Gi")},
+    "production-large": {"frontend": ("1", "2Gi"), "backend": ("2", "4Gi"), "platformBackend": ("1", "2Gi"),
+                         "playground": ("1", "2Gi"), "queue": ("2", "4Gi"), "ingestQueue": ("2", "4Gi"),
+                         "aceBackend": ("1", "2Gi"), "clickhouse": ("8", "32Gi")},
+}
+
+
+def admin_email(cfg) -> str:
+    return cfg["langsmith_admin_email"] or f"admin@{cfg['langsmith_domain'] or 'langsmith.local'}"
+
+
+def hostname(ctx) -> str:
+    return ctx.config["langsmith_domain"] or ctx.upstream("alb").get("dns_name", "")
+
+
+def url(ctx) -> str:
+    scheme = "http" if ctx.config["tls_certificate_source"] == "none" else "https"
+    return f"{scheme}://{hostname(ctx)}"
+
+
+def connection_secrets(ctx) -> list[dict]:
+    """ExternalSecrets that assemble connection URLs in the cluster from SSM, so no password
+    passes through a values file, the state or this process."""
+    cfg, found = ctx.config, []
+
+    def external(name: str, parameter: str, template: str) -> dict:
+        return {"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+                "metadata": {"name": name, "namespace": NAMESPACE},
+                "spec": {"refreshInterval": "1h", "secretStoreRef": {"name": SECRET_STORE, "kind": "ClusterSecretStore"},
+                         "target": {"name": name, "creationPolicy": "Owner",
+                                    "template": {"engineVersion": "v2", "data": {"connection_url": template}}},
+                         "data": [{"secretKey": "credential", "remoteRef": {"key": parameter}}]}}
+    if cfg["postgres_source"] == "external":
+        pg = ctx.upstream("postgres")
+        found.append(external("langsmith-postgres", pg["password_parameter"],
+                              f"postgresql://{pg['username']}:{{{{ .credential }}}}@{pg['address']}:{pg['port']}/"
+                              f"{pg['database']}?sslmode=require"))
+    if cfg["redis_source"] == "external":
+        redis = ctx.upstream("redis")
+        found.append(external("langsmith-redis", redis["auth_token_parameter"],
+                              f"rediss://:{{{{ .credential }}}}@{redis['address']}:{redis['port']}"))
+    return found
+
+
+def _component(cfg, name: str, role: str) -> dict:
+    cpu, memory = SIZING[cfg["langsmith_sizing"]][name]
+    values: dict = {"deployment": {"resources": {"requests": {"cpu": cpu, "memory": memory}}}}
+    if name in AUTOSCALING:
+        low, high = AUTOSCALING[name]
+        values["deployment"]["replicas"] = low
+        values["autoscaling"] = {"hpa": {"enabled": True, "minReplicas": low, "maxReplicas": high}}
+        if name in KEDA_SCALED:
+            values["autoscaling"]["keda"] = {"enabled": True, "minReplicas": low, "maxReplicas": high}
+    if name in S3_COMPONENTS:
+        values["serviceAccount"] = {"annotations": {IRSA_ANNOTATION: role}}
+    return values
+
+
+def langsmith_values(ctx) -> dict:
+    cfg = ctx.config
+    storage = ctx.upstream("storage")
+    role = storage["langsmith_role_arn"]
+    values: dict = {
+        "config": {"existingSecretName": CONFIG_SECRET, "hostname": hostname(ctx),
+                   "basicAuth": {"enabled": True, "initialOrgAdminEmail": admin_email(cfg)},
+                   "blobStorage": {"enabled": True, "engine": "S3", "bucketName": storage["bucket_name"],
+                                   "apiURL": f"https://s3.{cfg['region']}.amazonaws.com"}},
+        "clickhouse": {"statefulSet": {"persistence": {"storageClassName": "gp3", "size": "50Gi"},
+                                       "resources": {"requests": dict(zip(("cpu", "memory"), SIZING[
+                                           cfg["langsmith_sizing"]]["clickhouse"]))}}},
+    }
+    for name in AUTOSCALING:
+        values[name] = _component(cfg, name, role)
+    if cfg["postgres_source"] == "external":
+        values["postgres"] = {"external": {"enabled": True, "existingSecretName": "langsmith-postgres"}}
+    if cfg["redis_source"] == "external":
+        values["redis"] = {"external": {"enabled": True, "existingSecretName": "langsmith-redis"}}
+    gateway = cfg.gateway
+    if gateway == "nginx":
+        values["ingress"] = {"enabled": True, "ingressClassName": "nginx", "hostname": hostname(ctx)}
+    elif gateway == "envoy":
+        values["gateway"] = {"enabled": True, "name": GATEWAY_NAME, "namespace": NAMESPACE}
+    elif gateway == "istio":
+        values["istioGateway"] = {"enabled": True, "name": GATEWAY_NAME, "namespace": "istio-system"}
+    if cfg["enable_langsmith_deployments"]:
+        values["config"]["deployment"] = {"enabled": True, "url": url(ctx)}
+        for name in ("hostBackend", "listener", "operator"):
+            values[name] = {"enabled": True, **({"serviceAccount": {"annotations": {IRSA_ANNOTATION: role}}}
+                                                if name in S3_COMPONENTS else {})}
+        if cfg["enable_split_dataplane"]:
+            values["config"]["deployment"]["agentNamespace"] = "langsmith-agents"
+    return values
+
+
+@register
+class Langsmith(Step):
+    name = "langsmith"
+    requires = ("k8s_bootstrap", "ingress", "storage", "postgres", "redis", "alb")
+
+    @staticmethod
+    def enabled(config) -> bool:
+        return config["deploy_langsmith"]
+
+    def create(self, ctx) -> dict:
+        kube, helm = ctx.cluster()
+        cfg = ctx.config
+        for external in connection_secrets(ctx):
+            kube.apply(external)
+            ctx.record(f"externalsecret/{external['metadata']['name']}", external["metadata"]["name"])
+        self._wait_for(ctx, lambda: all(kube.get("v1", "Secret", e["metadata"]["name"], NAMESPACE)
+                                        for e in connection_secrets(ctx)), "connection secrets from SSM", 120)
+        if cfg["enable_split_dataplane"]:
+            kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "langsmith-agents"}})
+        source = chart_source(cfg, RELEASE)
+        done = helm.ensure(RELEASE, source, langsmith_values(ctx), ctx.progress,
+                           previous=remembered(ctx.state.outputs(self.name), RELEASE))
+        ctx.record(f"release/{RELEASE}", f"{NAMESPACE}/{RELEASE}")
+        self._wait_for(ctx, lambda: not self._not_ready(kube), "LangSmith jobs and deployments", READY_SECONDS)
+        return {"url": url(ctx), "hostname": hostname(ctx), "release": RELEASE, "namespace": NAMESPACE,
+                "chart": f"{source.chart_name}-{source.pinned_version}", "admin_email": admin_email(cfg),
+                "releases": {RELEASE: {"namespace": NAMESPACE, **done}},
+                "admin_password_parameter": cfg.ssm_prefix + "langsmith-admin-password"}
+
+    @staticmethod
+    def _wait_for(ctx, check, what: str, timeout: float) -> None:
+        wait_until(check, what=what, expected_seconds=30, timeout_seconds=timeout, progress=ctx.progress)
+
+    @staticmethod
+    def _not_ready(kube) -> list[str]:
+        """Jobs (migrations, auth bootstrap) not complete and deployments not available."""
+        waiting = []
+        for job in kube.list("batch/v1", "Job", NAMESPACE):
+            conditions = {c["type"]: c["status"] for c in job.get("status", {}).get("conditions", [])}
+            if conditions.get("Failed") == "True":
+                raise StepError(f"job {job['metadata']['name']} failed; see `kubectl logs -n {NAMESPACE} "
+                                f"job/{job['metadata']['name']}`, fix, and apply again")
+            if conditions.get("Complete") != "True":
+                waiting.append(f"job {job['metadata']['name']}")
+        for deployment in kube.list("apps/v1", "Deployment", NAMESPACE):
+            status = deployment.get("status", {})
+            if status.get("availableReplicas", 0) < deployment["spec"].get("replicas", 1):
+                waiting.append(f"deployment {deployment['metadata']['name']}")
+        return waiting
+
+    def verify(self, ctx) -> list[Finding]:
+        try:
+            kube, helm = ctx.cluster()
+        except ClusterMissing:
+            return [Finding("cluster", "not there yet", missing=True)]
+        source = chart_source(ctx.config, RELEASE)
+        found = helm.release(RELEASE, NAMESPACE)
+        wanted = f"{source.chart_name}-{source.pinned_version}"
+        if found is None:
+            return [Finding(f"release {RELEASE}", "not installed", missing=True)]
+        findings = []
+        if found["status"] != "deployed" or found["chart"] != wanted:
+            findings.append(Finding(f"release {RELEASE}", f"{found['status']} at {found['chart']}, config wants "
+                                                          f"deployed at {wanted}"))
+        findings += [Finding(f"release {RELEASE}", f"{item} not ready") for item in self._not_ready(kube)]
+        for external in connection_secrets(ctx):
+            if kube.get("v1", "Secret", external["metadata"]["name"], NAMESPACE) is None:
+                findings.append(Finding(f"secret {NAMESPACE}/{external['metadata']['name']}", "missing", missing=True))
+        return findings
+
+    def destroy(self, ctx) -> None:
+        """LangGraph deployments (their custom resources, which the operator turns into pods)
+        go before the release; then Ingresses, while the load balancer controller still runs."""
+        try:
+            kube, helm = ctx.cluster()
+        except ClusterMissing:
+            return
+        for namespace in (NAMESPACE, "langsmith-agents"):
+            for lgp in kube.list("langchain.com/v1alpha1", "LangGraphPlatform", namespace):
+                kube.delete("langchain.com/v1alpha1", "LangGraphPlatform", lgp["metadata"]["name"], namespace)
+            for ingress in kube.list("networking.k8s.io/v1", "Ingress", namespace):
+                kube.delete("networking.k8s.io/v1", "Ingress", ingress["metadata"]["name"], namespace)
+        if helm.uninstall(RELEASE, NAMESPACE):
+            ctx.progress(f"helm uninstall {RELEASE}")
+        for name in ("langsmith-postgres", "langsmith-redis"):
+            kube.delete("external-secrets.io/v1", "ExternalSecret", name, NAMESPACE)
+        for key in list(ctx.state.step(self.name).get("physical_ids", {})):
+            ctx.record(key, None)

@@ -1,0 +1,217 @@
+"""The edge and the LangSmith release: every ingress x TLS permutation the spec allows,
+each through apply, re-apply (no change in AWS or the cluster) and destroy (nothing left);
+the optional add-ons; and the values the chart gets."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import boto3
+import pytest
+import yaml
+
+from tests.census import census, cluster_census
+from tests.conftest import REGION, run_cli, write_config
+from tests.faults import CallRecorder, install_session_hooks
+
+DEPLOYMENT = "acme-test"
+DOMAIN = "langsmith.example.com"
+PERMUTATIONS = {  # id -> config; the spec's ingress table x its TLS table, allowed pairs only
+    "alb-none": {},
+    "alb-acm": {"tls_certificate_source": "acm", "langsmith_domain": DOMAIN},
+    "nginx-none": {"enable_nginx_ingress": True},
+    "nginx-acm": {"enable_nginx_ingress": True, "tls_certificate_source": "acm", "langsmith_domain": DOMAIN},
+    "envoy-none": {"enable_envoy_gateway": True},
+    "envoy-letsencrypt": {"enable_envoy_gateway": True, "tls_certificate_source": "letsencrypt",
+                          "langsmith_domain": DOMAIN, "letsencrypt_email": "ops@example.com",
+                          "enable_split_dataplane": True},
+    "istio-none": {"enable_istio_gateway": True},
+    "istio-letsencrypt": {"enable_istio_gateway": True, "tls_certificate_source": "letsencrypt",
+                          "langsmith_domain": DOMAIN, "letsencrypt_email": "ops@example.com"},
+}
+SERVING = {"alb": ("langsmith", "langsmith-frontend", 8080), "nginx": ("ingress-nginx", "ingress-nginx-controller", 80),
+           "envoy": ("envoy-gateway-system", "envoy-langsmith-gateway", 10080),
+           "istio": ("istio-system", "istio-ingressgateway", 80)}
+
+
+def client(service):
+    return boto3.client(service, region_name=REGION)
+
+
+def our_load_balancer():
+    elbv2 = client("elbv2")
+    [lb] = elbv2.describe_load_balancers(Names=[f"{DEPLOYMENT}-alb"])["LoadBalancers"]
+    listeners = {l["Port"]: l for l in elbv2.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]}
+    return lb, listeners
+
+
+@pytest.mark.parametrize("permutation", PERMUTATIONS)
+def test_permutation_applies_reapplies_without_change_and_destroys_clean(permutation, aws, tmp_path, kube_server,
+                                                                          monkeypatch):
+    settings = PERMUTATIONS[permutation]
+    gateway, tls = permutation.split("-")
+    config = write_config(tmp_path / "config.yaml", **settings)
+    result = run_cli("apply", config, "--yes")
+    assert result.code == 0, result
+
+    lb, listeners = our_load_balancer()
+    assert lb["Scheme"] == "internet-facing" and lb["Type"] == "application"
+    elbv2 = client("elbv2")
+    [group] = elbv2.describe_target_groups(LoadBalancerArn=lb["LoadBalancerArn"])["TargetGroups"]
+    namespace, service, port = SERVING[gateway]
+    assert group["TargetType"] == "ip" and group["Port"] == port
+    binding = kube_server.cluster.find("elbv2.k8s.aws", "targetgroupbindings", namespace, "langsmith-tgb")
+    assert binding["spec"]["targetGroupARN"] == group["TargetGroupArn"]
+    assert binding["spec"]["serviceRef"]["name"] == service
+    if tls == "acm":
+        assert listeners[443]["Protocol"] == "HTTPS" and listeners[443]["SslPolicy"].startswith("ELBSecurityPolicy-TLS13")
+        assert listeners[80]["DefaultActions"][0]["Type"] == "redirect"
+        certificate = listeners[443]["Certificates"][0]["CertificateArn"]
+        assert client("acm").describe_certificate(CertificateArn=certificate)["Certificate"]["DomainName"] == DOMAIN
+    else:
+        assert set(listeners) == {80} and listeners[80]["DefaultActions"][0]["TargetGroupArn"] == group["TargetGroupArn"]
+    if tls == "letsencrypt":
+        issuer = kube_server.cluster.find("cert-manager.io", "clusterissuers", "", "letsencrypt-prod")
+        zone = client("route53").list_hosted_zones_by_name(DNSName=DOMAIN)["HostedZones"][0]["Id"].split("/")[-1]
+        assert issuer["spec"]["acme"]["solvers"][0]["dns01"]["route53"]["hostedZoneID"] == zone
+        tls_namespace = "istio-system" if gateway == "istio" else "langsmith"
+        assert kube_server.cluster.find("cert-manager.io", "certificates", tls_namespace, "langsmith-tls")
+    if gateway == "envoy":
+        gw = kube_server.cluster.find("gateway.networking.k8s.io", "gateways", "langsmith", "langsmith-gateway")
+        assert gw["spec"]["gatewayClassName"] == "eg"
+        assert all(l["allowedRoutes"]["namespaces"]["from"] == "All" for l in gw["spec"]["listeners"])
+    if gateway == "istio":
+        assert kube_server.cluster.find("networking.istio.io", "gateways", "istio-system", "langsmith-gateway")
+    if settings.get("enable_split_dataplane"):
+        assert kube_server.cluster.find("", "namespaces", "", "langsmith-agents")
+    assert cluster_census(kube_server.cluster)[("helm-release", "langsmith/langsmith: deployed")] == 1
+    assert run_cli("verify", config).code == 0
+
+    recorder = CallRecorder()
+    kube_server.cluster.requests.clear()
+    with monkeypatch.context() as patch:
+        install_session_hooks(patch, **{"before-call": recorder})
+        again = run_cli("apply", config, "--yes")
+    assert again.code == 0, again
+    assert recorder.mutating == [] and kube_server.cluster.mutations == []
+
+    gone = run_cli("destroy", config, "--yes")
+    assert gone.code == 0, gone
+    assert census(DEPLOYMENT) == {}
+    assert list(cluster_census(kube_server.cluster)) == [("storageclass", "gp2")]
+    assert client("elbv2").describe_load_balancers()["LoadBalancers"] == []
+    assert client("route53").list_hosted_zones()["HostedZones"] == []
+    assert client("acm").list_certificates()["CertificateSummaryList"] == []
+
+
+@pytest.mark.parametrize("settings,problem", [
+    ({"enable_nginx_ingress": True, "tls_certificate_source": "letsencrypt", "langsmith_domain": DOMAIN,
+      "letsencrypt_email": "ops@example.com"}, "tls_certificate_source: letsencrypt does not work with the nginx"),
+    ({"tls_certificate_source": "letsencrypt", "langsmith_domain": DOMAIN, "letsencrypt_email": "ops@example.com"},
+     "tls_certificate_source: letsencrypt does not work with the alb"),
+    ({"enable_envoy_gateway": True, "tls_certificate_source": "acm", "langsmith_domain": DOMAIN},
+     "tls_certificate_source: acm does not work with the envoy"),
+    ({"enable_istio_gateway": True, "tls_certificate_source": "acm", "langsmith_domain": DOMAIN},
+     "tls_certificate_source: acm does not work with the istio"),
+    ({"enable_nginx_ingress": True, "enable_split_dataplane": True}, "enable_split_dataplane: needs"),
+    ({"enable_split_dataplane": True}, "enable_split_dataplane: needs"),
+    ({"enable_envoy_gateway": True, "enable_istio_gateway": True}, "at most one gateway"),
+])
+def test_disallowed_permutations_fail_validation_before_any_call(settings, problem, aws, tmp_path, kube_server):
+    config = write_config(tmp_path / "config.yaml", **settings)
+    kube_server.cluster.requests.clear()
+    result = run_cli("apply", config, "--yes")
+    assert result.code == 2 and problem in result.err
+    assert census(DEPLOYMENT) == {} and kube_server.cluster.requests == []
+
+
+def test_add_ons_waf_logs_trail_bastion_and_dns(aws, tmp_path, kube_server):
+    config = write_config(tmp_path / "config.yaml", tls_certificate_source="acm", langsmith_domain=DOMAIN,
+                          create_waf=True, create_cloudtrail=True, alb_access_logs_enabled=True, create_bastion=True)
+    assert run_cli("apply", config, "--yes").code == 0
+    lb, _ = our_load_balancer()
+    wafv2 = client("wafv2")
+    acl = wafv2.get_web_acl_for_resource(ResourceArn=lb["LoadBalancerArn"])["WebACL"]
+    assert [r["Statement"]["ManagedRuleGroupStatement"]["Name"] for r in acl["Rules"]] == [
+        "AWSManagedRulesCommonRuleSet", "AWSManagedRulesAmazonIpReputationList", "AWSManagedRulesKnownBadInputsRuleSet"]
+    attributes = {a["Key"]: a["Value"] for a in client("elbv2").describe_load_balancer_attributes(
+        LoadBalancerArn=lb["LoadBalancerArn"])["Attributes"]}
+    assert attributes["access_logs.s3.enabled"] == "true"
+    assert attributes["routing.http.drop_invalid_header_fields.enabled"] == "true"
+    s3 = client("s3")
+    logs = attributes["access_logs.s3.bucket"]
+    policy = json.loads(s3.get_bucket_policy(Bucket=logs)["Policy"])
+    assert policy["Statement"][0]["Principal"] == {"Service": "logdelivery.elasticloadbalancing.amazonaws.com"}
+    assert s3.get_public_access_block(Bucket=logs)["PublicAccessBlockConfiguration"]["BlockPublicPolicy"]
+    [trail] = client("cloudtrail").describe_trails()["trailList"]
+    assert trail["IsMultiRegionTrail"] and trail["LogFileValidationEnabled"]
+    assert client("cloudtrail").get_trail_status(Name=trail["Name"])["IsLogging"]
+    ec2 = client("ec2")
+    [instance] = [i for r in ec2.describe_instances(Filters=[
+        {"Name": "tag:Name", "Values": [f"{DEPLOYMENT}-bastion"]},
+        {"Name": "instance-state-name", "Values": ["running", "pending"]}])["Reservations"] for i in r["Instances"]]
+    assert instance["MetadataOptions"]["HttpTokens"] == "required" and "PublicIpAddress" not in instance
+    [group] = ec2.describe_security_groups(Filters=[{"Name": "tag:Name", "Values": [f"{DEPLOYMENT}-bastion-sg"]}])[
+        "SecurityGroups"]
+    assert group["GroupId"] in [g["GroupId"] for n in instance["NetworkInterfaces"] for g in n["Groups"]]
+    assert group["IpPermissions"] == []  # no SSH unless bastion_ssh_cidrs
+    role = f"arn:aws:iam::123456789012:role/{DEPLOYMENT}-bastion"
+    assert role in client("eks").list_access_entries(clusterName=f"{DEPLOYMENT}-eks")["accessEntries"]
+    route53 = client("route53")
+    zone = route53.list_hosted_zones_by_name(DNSName=DOMAIN)["HostedZones"][0]["Id"]
+    records = {(r["Name"], r["Type"]): r for r in route53.list_resource_record_sets(HostedZoneId=zone)[
+        "ResourceRecordSets"]}
+    assert records[(f"{DOMAIN}.", "A")]["AliasTarget"]["DNSName"].rstrip(".") == lb["DNSName"]
+    assert any(kind == "CNAME" for _, kind in records)  # the certificate's validation record
+    assert run_cli("verify", config).code == 0
+    assert run_cli("destroy", config, "--yes").code == 0
+    assert census(DEPLOYMENT) == {}
+    assert client("cloudtrail").describe_trails()["trailList"] == []
+    assert wafv2.list_web_acls(Scope="REGIONAL")["WebACLs"] == []
+
+
+def test_staged_dns_certificate_then_https(aws, tmp_path):
+    """The spec's staged pattern: tls none first (zone and certificate, nothing waits),
+    then acm (waits for the certificate, then wires the HTTPS listener)."""
+    first = write_config(tmp_path / "config.yaml", langsmith_domain=DOMAIN)
+    result = run_cli("apply", first, "--yes")
+    assert result.code == 0, result
+    _, listeners = our_load_balancer()
+    assert set(listeners) == {80}
+    assert client("acm").list_certificates()["CertificateSummaryList"][0]["DomainName"] == DOMAIN
+    outputs = json.loads(run_cli("outputs", first, "--json").out)
+    assert len(outputs["dns"]["name_servers"]) >= 1
+    second = write_config(tmp_path / "config.yaml", langsmith_domain=DOMAIN, tls_certificate_source="acm")
+    result = run_cli("apply", second, "--yes")
+    assert result.code == 0, result
+    _, listeners = our_load_balancer()
+    assert listeners[443]["Certificates"][0]["CertificateArn"] == outputs["dns"]["certificate_arn"]
+
+
+def test_langsmith_values_carry_outputs_and_no_secret(aws, tmp_path, kube_server):
+    config = write_config(tmp_path / "config.yaml", enable_langsmith_deployments=True, langsmith_sizing="dev",
+                          langsmith_domain=DOMAIN)
+    assert run_cli("apply", config, "--yes").code == 0
+    config_map = kube_server.cluster.find("", "configmaps", "langsmith", "langsmith-standin-values")
+    values = yaml.safe_load(config_map["data"]["values.yaml"])
+    state = json.loads(open(f"state/{DEPLOYMENT}.json").read())["steps"]
+    bucket = state["storage"]["outputs"]["bucket_name"]
+    role = state["storage"]["outputs"]["langsmith_role_arn"]
+    assert values["config"]["blobStorage"]["bucketName"] == bucket and values["config"]["hostname"] == DOMAIN
+    assert values["config"]["existingSecretName"] == "langsmith-config"
+    assert values["backend"]["serviceAccount"]["annotations"]["eks.amazonaws.com/role-arn"] == role
+    assert values["backend"]["autoscaling"]["hpa"] == {"enabled": True, "minReplicas": 3, "maxReplicas": 10}
+    assert values["queue"]["autoscaling"]["keda"]["enabled"] is True
+    assert values["aceBackend"]["autoscaling"]["hpa"]["maxReplicas"] == 5
+    assert values["clickhouse"]["statefulSet"]["persistence"]["storageClassName"] == "gp3"
+    assert values["config"]["deployment"]["enabled"] and values["operator"]["enabled"]
+    assert values["postgres"]["external"]["existingSecretName"] == "langsmith-postgres"
+    secret = kube_server.cluster.find("", "secrets", "langsmith", "langsmith-postgres")
+    url = base64.b64decode(secret["data"]["connection_url"]).decode()
+    password = client("ssm").get_parameter(Name=f"/langsmith/{DEPLOYMENT}/postgres-password",
+                                           WithDecryption=True)["Parameter"]["Value"]
+    assert url.startswith("postgresql://langsmith:") and password in url and "acme-test-pg" in url
+    assert password not in json.dumps(values) and password not in open(f"state/{DEPLOYMENT}.json").read()
+    outputs = run_cli("outputs", config).out
+    assert f"https://{DOMAIN}" not in outputs and f"http://{DOMAIN}" in outputs
