@@ -37,13 +37,12 @@ def kube_server(moto_server):
     server.stop()
 
 
-@pytest.fixture
-def aws(moto_server, kube_server, monkeypatch, tmp_path):
+def fresh_account(moto_server, kube_server, monkeypatch, workdir) -> None:
     """A clean AWS account behind AWS_ENDPOINT_URL, a fresh fake cluster reached through
-    ./kubeconfig, and a clean working directory."""
+    ./kubeconfig, and workdir as the working directory."""
     requests.post(f"{moto_server}/moto-api/reset", timeout=30)
     kube_server.reset()
-    kube_server.kubeconfig(tmp_path / "kubeconfig")
+    kube_server.kubeconfig(workdir / "kubeconfig")
     for key in [k for k in os.environ if k.startswith("AWS_")]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
@@ -51,8 +50,26 @@ def aws(moto_server, kube_server, monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_REGION", REGION)
     monkeypatch.setenv("LANGSMITH_LICENSE_KEY", LICENSE)
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(workdir)
+
+
+@pytest.fixture
+def aws(moto_server, kube_server, monkeypatch, tmp_path):
+    fresh_account(moto_server, kube_server, monkeypatch, tmp_path)
     return moto_server
+
+
+@pytest.fixture(scope="module")
+def shared_deployment(moto_server, kube_server, tmp_path_factory):
+    """One full apply shared by a module's read-only tests (an apply takes seconds). Such
+    tests come first in their module: a later test's `aws` fixture resets the account."""
+    with pytest.MonkeyPatch.context() as patch:
+        workdir = tmp_path_factory.mktemp("shared")
+        fresh_account(moto_server, kube_server, patch, workdir)
+        config = write_config(workdir / "config.yaml", tags={"team": "platform"})
+        result = run_cli("apply", config, "--yes")
+        assert result.code == 0, result
+        yield config, result
 
 
 class Run:

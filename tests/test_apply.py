@@ -19,11 +19,10 @@ def tags_of(tag_list) -> dict:
 
 
 @pytest.fixture
-def applied(aws, tmp_path):
-    config = write_config(tmp_path / "config.yaml", tags={"team": "platform"})
-    result = run_cli("apply", config, "--yes")
-    assert result.code == 0, result
-    return config, result
+def applied(shared_deployment):
+    """The module's one applied deployment (with tags team=platform); the tests using it
+    only read, or put back what they change."""
+    return shared_deployment
 
 
 def client(service):

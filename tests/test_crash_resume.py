@@ -3,6 +3,7 @@ that exactly the resources of a clean run exist: no duplicates, nothing missing.
 
 from __future__ import annotations
 
+import copy
 import json
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import networkx as nx
 import pytest
 import requests
 
+from provisioner import graph
 from provisioner.aws import is_mutating
 from tests.census import census, cluster_census
 from tests.conftest import run_cli, write_config
@@ -22,28 +24,28 @@ from tests.faults import (ClusterCrashAfter, CrashAfter, SharedClients, Simulate
 DEPLOYMENT = "acme-test"
 
 
-def limit_to(patch, step: str) -> None:
-    """Runs see only this step and the steps it builds on (the product's graph logic is
-    unchanged; only the graph it is given is narrowed), so each step's sweep replays just
-    what it needs."""
-    from provisioner import graph
-    full_graph = graph.build
+FULL_GRAPH = graph.build
 
-    def build(config, for_destroy=False):
-        full = full_graph(config, for_destroy)
-        return full.subgraph(nx.ancestors(full, step) | {step}).copy()
-    patch.setattr(graph, "build", build)
+
+def limit_to(patch, steps: set[str]) -> None:
+    """Runs see only these steps (the product's graph logic is unchanged; only the graph it
+    is given is narrowed), so each step's sweep replays just what it needs."""
+    patch.setattr(graph, "build", lambda config, for_destroy=False: FULL_GRAPH(config, for_destroy).subgraph(
+        steps).copy())
 
 
 def test_resume_after_a_crash_at_every_change_creates_no_duplicates(aws, tmp_path, monkeypatch, kube_server):
     """One sweep per step: for each step, crash right after each of its mutating AWS calls
-    and each of its cluster changes (Kubernetes writes, helm runs), with the steps it builds
-    on done in that same run; resume; compare AWS and the cluster with a clean run."""
-    from provisioner import aws as aws_module, config as config_module, graph
+    and each of its cluster changes (Kubernetes writes, helm runs); resume; compare AWS and
+    the cluster with a clean run. An AWS step is replayed with the steps it builds on from
+    an empty account; a cluster step (no AWS change) on top of them, the cluster and the
+    state put back to how they were before it."""
+    from provisioner import aws as aws_module, config as config_module
     config = write_config(tmp_path / "config.yaml")
-    order = list(nx.topological_sort(graph.build(config_module.load(config))))
+    full = graph.build(config_module.load(config))
     crash, cluster_crash = CrashAfter(0), ClusterCrashAfter(monkeypatch)
     owners: list[str] = []
+    state_path = tmp_path / "state" / f"{DEPLOYMENT}.json"
 
     def after_call(model, http_response, **kwargs):
         """Note which step made each mutating call that CrashAfter counts, then let it count."""
@@ -57,11 +59,11 @@ def test_resume_after_a_crash_at_every_change_creates_no_duplicates(aws, tmp_pat
     def fresh_world():
         requests.post(f"{aws}/moto-api/reset", timeout=30)
         kube_server.reset()
-        (tmp_path / "state" / f"{DEPLOYMENT}.json").unlink(missing_ok=True)
+        state_path.unlink(missing_ok=True)
 
-    def replay(step, counter, points, clean):
+    def replay(step, counter, points, clean, reset):
         for n in points:
-            fresh_world()
+            reset()
             counter.arm(n)
             with pytest.raises(SimulatedCrash):
                 run_cli("apply", config, "--yes", "--parallelism", "1")
@@ -73,19 +75,35 @@ def test_resume_after_a_crash_at_every_change_creates_no_duplicates(aws, tmp_pat
                 failures.append((step, n, resumed.code, after[0] - clean[0], clean[0] - after[0],
                                  after[1] - clean[1], clean[1] - after[1], resumed.out[-400:]))
 
-    for step in order:
+    for step in nx.topological_sort(full):
+        ancestors = nx.ancestors(full, step)
         with monkeypatch.context() as patch:
-            limit_to(patch, step)
             fresh_world()
+            limit_to(patch, ancestors)
+            owners.clear()
+            assert run_cli("apply", config, "--yes", "--parallelism", "1").code == 0
+            ancestor_calls = len(owners)  # a replay from an empty account makes these first
+            before = (copy.deepcopy(kube_server.cluster.objects),
+                      state_path.read_bytes() if state_path.exists() else None)
+
+            def cluster_as_before():
+                kube_server.cluster.objects = copy.deepcopy(before[0])
+                state_path.unlink(missing_ok=True)
+                if before[1] is not None:
+                    state_path.write_bytes(before[1])
+            limit_to(patch, {step})
             owners.clear()
             cluster_crash.arm(0)
             assert run_cli("apply", config, "--yes", "--parallelism", "1").code == 0
             clean = (census(DEPLOYMENT), cluster_census(kube_server.cluster))
             assert max(clean[0].values(), default=1) == 1
-            aws_points = [n for n, owner in enumerate(owners, 1) if owner == step]
-            cluster_points = [n for n, change in enumerate(cluster_crash.owners, 1) if change == step]
-            replay(step, crash, aws_points, clean)
-            replay(step, cluster_crash, cluster_points, clean)
+            aws_points = [ancestor_calls + n for n, owner in enumerate(owners, 1) if owner == step]
+            cluster_points = [n for n, owner in enumerate(cluster_crash.owners, 1) if owner == step]
+            if aws_points:
+                limit_to(patch, ancestors | {step})
+                replay(step, crash, aws_points, clean, fresh_world)
+            assert not (aws_points and cluster_points), "a step changing both would need both replays"
+            replay(step, cluster_crash, cluster_points, clean, cluster_as_before)
             covered[step] = (len(aws_points), len(cluster_points))
     assert failures == [], failures
     assert covered["vpc"][0] > 10 and covered["eks"][0] > 10 and covered["k8s_bootstrap"][1] >= 11

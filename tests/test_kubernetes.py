@@ -44,7 +44,7 @@ def recorded_values(kube_server, release, namespace):
     return yaml.safe_load(config_map["data"]["values.yaml"])
 
 
-def test_apply_installs_the_bootstrap_releases_with_their_irsa_roles(applied, kube_server):
+def test_apply_installs_the_bootstrap_releases_with_their_irsa_roles(shared_deployment, kube_server):
     found = cluster_census(kube_server.cluster)
     expected_namespaces = {"kube-system": ["aws-load-balancer-controller", "cluster-autoscaler", "metrics-server"],
                            "keda": ["keda"], "external-secrets": ["external-secrets"], "cert-manager": ["cert-manager"]}
@@ -64,7 +64,7 @@ def test_apply_installs_the_bootstrap_releases_with_their_irsa_roles(applied, ku
     assert recorded_values(kube_server, "cert-manager", "cert-manager")["serviceAccount"]["annotations"] == {}
 
 
-def test_apply_makes_gp3_the_encrypted_default_class_and_the_langsmith_namespace(applied, kube_server):
+def test_apply_makes_gp3_the_encrypted_default_class_and_the_langsmith_namespace(shared_deployment, kube_server):
     gp3 = obj(kube_server, "storage.k8s.io", "storageclasses", "", "gp3")
     assert gp3["provisioner"] == "ebs.csi.aws.com" and gp3["parameters"]["encrypted"] == "true"
     assert gp3["parameters"]["type"] == "gp3" and gp3["allowVolumeExpansion"] is True
@@ -76,7 +76,7 @@ def test_apply_makes_gp3_the_encrypted_default_class_and_the_langsmith_namespace
     assert namespace["metadata"]["labels"]["app"] == "langsmith"
 
 
-def test_langsmith_config_secret_comes_from_ssm_through_external_secrets(applied, kube_server):
+def test_langsmith_config_secret_comes_from_ssm_through_external_secrets(shared_deployment, kube_server):
     store = obj(kube_server, "external-secrets.io", "clustersecretstores", "", "langsmith-ssm")
     assert store["spec"]["provider"]["aws"] == {"service": "ParameterStore", "region": REGION}
     external = obj(kube_server, "external-secrets.io", "externalsecrets", "langsmith", "langsmith-config")
@@ -93,7 +93,7 @@ def test_langsmith_config_secret_comes_from_ssm_through_external_secrets(applied
     assert LICENSE not in state and data["jwt_secret"] not in state
 
 
-def test_the_operator_gets_an_access_entry_with_cluster_admin(applied):
+def test_the_operator_gets_an_access_entry_with_cluster_admin(shared_deployment):
     eks = boto3.client("eks", region_name=REGION)
     caller = boto3.client("sts", region_name=REGION).get_caller_identity()["Arn"]
     assert caller in eks.list_access_entries(clusterName="acme-test-eks")["accessEntries"]
