@@ -72,7 +72,9 @@ def test_a_region_with_one_zone_is_refused(aws, tmp_path, monkeypatch):
     assert result.code == 1 and "1 usable zone(s)" in result.out and "choose another region" in result.out
 
 
-def test_a_brought_certificate_must_be_issued_in_region_and_cover_the_domain(aws, tmp_path):
+def test_a_brought_certificate_must_be_issued_in_region_and_cover_the_domain(aws, tmp_path, monkeypatch):
+    from moto import settings  # the simulated AWS runs in this process: keep this certificate pending
+    monkeypatch.setattr(settings, "ACM_VALIDATION_WAIT", 3600)
     acm = boto3.client("acm", region_name=REGION)
     pending = acm.request_certificate(DomainName="ls.example.com", ValidationMethod="DNS")["CertificateArn"]
     config = write_config(tmp_path / "config.yaml", tls_certificate_source="acm", langsmith_domain="ls.example.com",
