@@ -183,9 +183,7 @@ class Kube:
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
         """Ask for deletion; False when there was nothing to delete."""
         path = resource_path(api_version, kind, namespace, name)
-        if self.get(api_version, kind, name, namespace) is None:
-            return False
-        deleted = self._request("DELETE", path, {"propagationPolicy": "Foreground"}) is not None
+        deleted = self._request("DELETE", path, {"propagationPolicy": "Foreground"}) is not None  # 404: absent
         if deleted:
             self.on_change()
         return deleted
