@@ -12,6 +12,8 @@ import threading
 from collections import Counter
 
 import boto3
+import botocore.loaders
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -24,8 +26,15 @@ READ_ONLY_PREFIXES = ("Describe", "List", "Get", "Head")
 _current_step = threading.local()
 
 
+# Service models are large JSON files; parsing EC2's alone takes tens of milliseconds.
+# Sessions made in one process share one loader, so each model is parsed once.
+_SHARED_LOADER = botocore.loaders.create_loader()
+
+
 def make_session(region: str) -> boto3.session.Session:
-    return boto3.session.Session(region_name=region)
+    core = botocore.session.get_session()
+    core.register_component("data_loader", _SHARED_LOADER)
+    return boto3.session.Session(region_name=region, botocore_session=core)
 
 
 def error_code(exc: BaseException) -> str:

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import uuid
 
 from . import config as config_module
-from . import kube, preflight
+from . import kube, preflight, sandbox
 from . import graph as step_graph
 from . import aws as aws_api
 from .aws import Aws
-from .errors import LockHeld, UserError
+from .errors import LockHeld, SandboxError, UserError
 from .events import Events
 from .orchestrator import Orchestrator
 from .remote_state import LEASE_SECONDS, S3Backend, StateFenced
@@ -32,6 +33,7 @@ COMMANDS = {
     "outputs": "print the outputs recorded in the state",
     "preflight": "read-only checks (credentials, zones, quotas, leftovers, certificate); apply runs them first",
     "lock": "show (`lock status`) or clear (`lock break`) the deployment's lock",
+    "sandbox": "show (`sandbox status`) or stop (`sandbox stop`) the deployment's sandbox simulator",
 }
 
 
@@ -43,6 +45,8 @@ def parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(command, help=help_text, description=help_text)
         if command == "lock":
             cmd.add_argument("action", choices=("status", "break"))
+        if command == "sandbox":
+            cmd.add_argument("action", choices=("status", "stop"))
         cmd.add_argument("config", help="path of the YAML config")
         cmd.add_argument("--state", help="state file (default state/<name_prefix>-<environment>.json)")
         cmd.add_argument("--json", action="store_true", help="machine-readable output (NDJSON events)")
@@ -54,12 +58,28 @@ def parser() -> argparse.ArgumentParser:
             cmd.add_argument("--parallelism", type=_positive, default=8, help="steps run at once (default 8)")
         if command == "graph":
             cmd.add_argument("--format", choices=("text", "dot", "mermaid"), default="text")
+        if command != "sandbox":
+            cmd.add_argument("--sandbox", action="store_true",
+                             help="run against the embedded simulator, not AWS (as `sandbox: true` in the config)")
+            cmd.add_argument("--sandbox-latency", type=_scale, default=0.0, metavar="SCALE",
+                             help="sandbox only: long-running resources take SCALE x their real duration "
+                                  "(e.g. 0.02: EKS 12 s), to watch the parallel schedule")
     token = sub.add_parser("eks-token", help="print an EKS bearer token as a kubeconfig exec credential",
                            description="What `aws eks get-token` prints, from the current AWS credentials; the "
                                        "kubeconfig the provisioner gives helm runs it.")
     token.add_argument("cluster", help="EKS cluster name")
     token.add_argument("--region", required=True)
     return top
+
+
+def _scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a fraction from 0 to 1 (0: instant)")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -84,14 +104,55 @@ def main(argv: list[str] | None = None, stdin=None, stdout=None, stderr=None) ->
         return 0
     try:
         config = config_module.load(args.config)
+        if args.command == "sandbox" or config["sandbox"] or args.sandbox:
+            return run_sandboxed(args, config, stdin, stdout, stderr)
         backend = open_backend(config, args.state)
         return COMMAND_HANDLERS[args.command](args, config, backend, stdin, stdout)
     except UserError as exc:
         stderr.write("error: " + str(exc).replace("\n", "\n  ") + "\n")
         return exc.exit_code
-    except (LockHeld, StateFenced) as exc:
+    except (LockHeld, StateFenced, SandboxError) as exc:
         stderr.write(f"error: {exc}\n")
         return 1
+
+
+def run_sandboxed(args, config, stdin, stdout, stderr) -> int:
+    """The same command against the deployment's simulator (started on demand), every
+    printed line marked as simulation; destroy stops the simulator once it has finished."""
+    if config["state"].get("backend") == "s3":
+        raise UserError("--sandbox: the sandbox keeps its state in a local file; drop `state: {backend: s3}` "
+                        "or --sandbox")
+    backend = open_backend(config, args.state)
+    directory = sandbox.directory_for(backend.path)
+    out = stdout if args.json else sandbox.Prefixed(stdout)
+    say = sandbox.Prefixed(stderr if args.json else stdout).write  # notes never break --json output
+    if args.command == "sandbox":
+        if args.action == "stop":
+            say("simulator stopped.\n" if sandbox.stop(directory) else "no simulator was running.\n")
+        else:
+            say(sandbox.banner(sandbox.running(directory), args.config))
+        return 0
+    world = sandbox.running(directory)
+    if world is None and args.command in sandbox.NEEDS_SIMULATOR:
+        if backend.exists():  # its simulated world ended with the old simulator
+            os.replace(backend.path, f"{backend.path}.previous")
+            say(f"started a fresh simulator; the previous simulated state moved to {backend.path}.previous\n")
+        world = sandbox.start(directory, config["region"], args.sandbox_latency)
+    elif world is not None and args.sandbox_latency and args.sandbox_latency != world.latency:
+        say(f"the running simulator keeps latency x{world.latency}; `sandbox stop` first to change it\n")
+    say(sandbox.banner(world, args.config))
+    args.yes = True  # nothing real changes, so nothing to confirm
+    if world is None:
+        return COMMAND_HANDLERS[args.command](args, config, backend, stdin, out)
+    with sandbox.pointed_at(world, config["region"]):
+        code = COMMAND_HANDLERS[args.command](args, sandbox.sandboxed(config, world), backend, stdin, out)
+    if args.command == "destroy" and code == 0:
+        sandbox.stop(directory)
+        say("destroy complete; the simulator is stopped.\n")
+    elif args.command == "apply" and code == 0:
+        say(f"next, each as its own command: python -m provisioner status|verify|plan|outputs|destroy "
+            f"{args.config}\n")
+    return code
 
 
 def open_backend(config, state_override: str | None):
@@ -202,7 +263,7 @@ def _summarise(findings) -> str:
 
 
 def cmd_plan(args, config, backend, stdin, stdout) -> int:
-    report = _check(args, config, backend)
+    report, _ = _check(args, config, backend)
     if args.json:
         stdout.write(json.dumps({name: {"action": _summarise(f), "findings": [str(x) for x in f]}
                                  for name, f in report.items()}, indent=2) + "\n")
@@ -217,18 +278,21 @@ def cmd_plan(args, config, backend, stdin, stdout) -> int:
 
 
 def cmd_verify(args, config, backend, stdin, stdout) -> int:
-    report = _check(args, config, backend)
+    """The spec's verification list as one report: each step's live facts, or its drift."""
+    report, facts = _check(args, config, backend)
     drift = {name: findings for name, findings in report.items() if findings}
     if args.json:
-        stdout.write(json.dumps({"ok": not drift, "steps": {name: [str(x) for x in f] for name, f in report.items()}},
-                                indent=2) + "\n")
-    else:
-        for name, findings in report.items():
-            stdout.write(f"{name:<10} {'ok' if not findings else 'DRIFT'}\n")
-            for finding in findings:
-                stdout.write(f"{'':<10}   {finding}\n")
-        stdout.write("\nVerify: " + ("everything matches the config.\n" if not drift else
-                                     f"{len(drift)} step(s) differ from the config; `apply` converges them.\n"))
+        stdout.write(json.dumps({"ok": not drift, "steps": {name: [str(x) for x in f] for name, f in report.items()},
+                                 "facts": facts}, indent=2) + "\n")
+        return 1 if drift else 0
+    width = max(map(len, report), default=10)
+    for name, findings in report.items():
+        lines = [str(f) for f in findings] or facts[name]
+        stdout.write(f"{name:<{width}}  {'ok   ' if not findings else 'DRIFT'}  {lines[0] if lines else ''}\n")
+        for line in lines[1:]:
+            stdout.write(f"{'':<{width}}         {line}\n")
+    stdout.write("\nVerify: " + ("everything matches the config.\n" if not drift else
+                                 f"{len(drift)} step(s) differ from the config; `apply` converges them.\n"))
     return 1 if drift else 0
 
 

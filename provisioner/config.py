@@ -64,7 +64,8 @@ SCHEMA: dict[str, Field] = {
     "node_max_size": Field(int, 10, "Maximum node count for the cluster autoscaler."),
     # security add-ons
     "create_firewall": Field(bool, False, "AWS Network Firewall egress allowlist (needs create_vpc)."),
-    "firewall_allowed_fqdns": Field(list, ["beacon.langchain.com"], "Domains the firewall lets out (TLS SNI and HTTP Host)."),
+    "firewall_allowed_fqdns": Field(list, ["beacon.langchain.com"], "Domains the firewall lets out (TLS SNI and HTTP Host), besides what the stack itself needs."),
+    "firewall_subnet_cidr": Field(str, "", "Firewall subnet CIDR inside vpc_cidr; empty: the ninth /21-equivalent (10.0.64.0/21 in 10.0.0.0/16)."),
     "create_waf": Field(bool, False, "WAFv2 web ACL with AWS managed rules on the ALB."),
     "create_cloudtrail": Field(bool, False, "Multi-region CloudTrail trail with its bucket."),
     "create_bastion": Field(bool, False, "SSM-managed bastion host for private cluster access."),
@@ -87,6 +88,8 @@ SCHEMA: dict[str, Field] = {
     "enable_langsmith_deployments": Field(bool, False, "The LangSmith Deployments add-on (host-backend, listener, operator)."),
     "langsmith_sizing": Field(str, "production", "Resource profile of the LangSmith pods.", ("dev", "production", "production-large")),
     "langsmith_admin_email": Field(str, "", "Email of the initial org admin; default admin@<langsmith_domain>, or admin@langsmith.local without a domain."),
+    # trying it out
+    "sandbox": Field(bool, False, "Run against the embedded simulator instead of AWS (no account, no cost); see the README."),
     # sections filled in by later features
     "state": Field(dict, {}, "Where the state lives: {backend: local, path} (default state/{deployment}.json) or {backend: s3, bucket, key, region, lease_seconds}."),
     "kubernetes": Field(dict, {}, "How to reach the cluster: {kubeconfig, context} override the EKS endpoint and token."),
@@ -109,6 +112,16 @@ DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a
 REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]$")
 
 
+# The VPC is carved into 32 equal blocks (/21 in a /16): private subnets take blocks 0-2,
+# public subnets 5-7, the firewall subnet block 8, as in the reference.
+PRIVATE_BLOCKS, PUBLIC_BLOCKS, FIREWALL_BLOCK = slice(0, 3), slice(5, 8), 8
+
+
+def network_blocks(cidr: str) -> list[str]:
+    network = ipaddress.ip_network(cidr)
+    return [str(block) for block in network.subnets(new_prefix=network.prefixlen + 5)]
+
+
 class Config(dict):
     """The validated config: a dict of every SCHEMA key, plus derived names."""
 
@@ -123,6 +136,10 @@ class Config(dict):
             if self[key]:
                 return name
         return "alb"
+
+    @property
+    def firewall_subnet_cidr(self) -> str:
+        return self["firewall_subnet_cidr"] or network_blocks(self["vpc_cidr"])[FIREWALL_BLOCK]
 
     @property
     def ssm_prefix(self) -> str:
@@ -193,6 +210,7 @@ def _check_values(cfg: Config) -> list[str]:
         network = ipaddress.ip_network(cfg["vpc_cidr"])
         if not 16 <= network.prefixlen <= 20:
             problems.append(f"vpc_cidr: {cfg['vpc_cidr']!r} must have a prefix between /16 and /20 so six subnets fit")
+        problems += _check_firewall_subnet(cfg["firewall_subnet_cidr"], network)
     except ValueError:
         problems.append(f"vpc_cidr: {cfg['vpc_cidr']!r} is not a network CIDR like 10.0.0.0/16")
     for key, low, high in (("postgres_allocated_storage", 5, 65536), ("postgres_max_allocated_storage", 5, 65536),
@@ -234,6 +252,23 @@ def _check_values(cfg: Config) -> list[str]:
     return problems
 
 
+def _check_firewall_subnet(cidr: str, vpc) -> list[str]:
+    if not cidr:
+        return []
+    try:
+        subnet = ipaddress.ip_network(cidr)
+    except ValueError:
+        return [f"firewall_subnet_cidr: {cidr!r} is not a network CIDR like 10.0.64.0/21"]
+    if not subnet.subnet_of(vpc):
+        return [f"firewall_subnet_cidr: {cidr} is outside vpc_cidr {vpc}; pick a block inside it"]
+    blocks = network_blocks(str(vpc))
+    taken = [ipaddress.ip_network(b) for b in blocks[PRIVATE_BLOCKS] + blocks[PUBLIC_BLOCKS]]
+    clash = next((block for block in taken if subnet.overlaps(block)), None)
+    if clash:
+        return [f"firewall_subnet_cidr: {cidr} overlaps the subnet {clash}; leave it empty for {blocks[FIREWALL_BLOCK]}"]
+    return []
+
+
 def _check_combinations(cfg: Config) -> list[str]:
     problems = []
     gateways = [key for key in GATEWAY_KEYS if cfg[key]]
@@ -254,6 +289,9 @@ def _check_combinations(cfg: Config) -> list[str]:
             problems.append("langsmith_domain: required when tls_certificate_source is letsencrypt (the certificate's name)")
     if cfg["create_firewall"] and not cfg["create_vpc"]:
         problems.append("create_firewall: needs create_vpc true (the firewall rewires the VPC's routes); turn one of them off/on")
+    if cfg["sandbox"] and cfg["state"].get("backend") == "s3":
+        problems.append("state.backend: the sandbox keeps its state in a local file beside its simulator; remove "
+                        "`backend: s3` or `sandbox: true`")
     if cfg["enable_langsmith_deployments"] and not cfg["deploy_langsmith"]:
         problems.append("enable_langsmith_deployments: needs deploy_langsmith true")
     if cfg["create_vpc"]:

@@ -21,6 +21,7 @@ class StepContext:
         self.tags = Tagger(config.deployment, step, config["tags"])
         self._cluster = None
         self.cluster_changes = 0
+        self.facts: list[str] = []
         self._mutex = threading.Lock()
 
     def client(self, service: str):
@@ -62,6 +63,10 @@ class StepContext:
     def upstream(self, step: str) -> dict:
         """Outputs of a step this one requires (the runner guarantees it finished)."""
         return self.state.outputs(step)
+
+    def fact(self, text: str) -> None:
+        """A line of verify's report: something checked live and found as it should be."""
+        self.facts.append(text)
 
     def progress(self, message: str) -> None:
         self.events.emit("progress", self.step, message)

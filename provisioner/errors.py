@@ -25,5 +25,11 @@ class LockHeld(Exception):
     exit_code = 1
 
 
+class SandboxError(Exception):
+    """The sandbox simulator could not be started (nothing is left running)."""
+
+    exit_code = 1
+
+
 class StepError(Exception):
     """A step cannot proceed for a reason the operator must fix (message says how)."""

@@ -47,7 +47,7 @@ class Kind:
 
 
 KINDS = [
-    Kind("", "v1", "Namespace", "namespaces", False, ("ns",)),
+    Kind("", "v1", "Namespace", "namespaces", False, ("ns",)), Kind("", "v1", "Node", "nodes", False, ("no",)),
     Kind("", "v1", "Secret", "secrets"), Kind("", "v1", "ConfigMap", "configmaps", short=("cm",)),
     Kind("", "v1", "ServiceAccount", "serviceaccounts", short=("sa",)), Kind("", "v1", "Service", "services", short=("svc",)),
     Kind("", "v1", "Pod", "pods", short=("po",)), Kind("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
@@ -181,8 +181,10 @@ def decode_protobuf(body: bytes) -> dict:
 class Cluster:
     """Objects keyed by (group, plural, namespace, name), plus the toy controllers."""
 
-    def __init__(self, external_secret_resolver=None):
+    def __init__(self, external_secret_resolver=None, target_registrar=None):
         self.objects: dict[tuple[str, str, str, str], dict] = {}
+        self.register_targets = target_registrar  # (target group ARN, [ip]) -> None: the toy LB controller
+        self.registered: dict[str, list[str]] = {}
         self.lock = threading.RLock()
         self.version = 0
         self.requests: list[tuple[str, str]] = []
@@ -320,7 +322,9 @@ class Cluster:
 
     def settle(self) -> None:
         """Runs after every request: the operator restores an ExternalSecret's target secret
-        when it goes missing, and deleted namespaces finalize."""
+        when it goes missing, the load balancer controller keeps target groups in step with
+        their bindings, and deleted namespaces finalize."""
+        self._sync_target_groups()
         if self.resolve_external:
             for external in self.items("external-secrets.io", "externalsecrets"):
                 target = external.get("spec", {}).get("target", {}).get("name", external["metadata"]["name"])
@@ -351,6 +355,19 @@ class Cluster:
             else:
                 space["status"]["conditions"] = [{"type": "NamespaceFinalizersRemaining", "status": "True",
                                                   "message": "Some content in the namespace has finalizers"}]
+
+    def _sync_target_groups(self) -> None:
+        """The toy load balancer controller: one target (the stand-in's single replica) per
+        TargetGroupBinding, in its target group; none once the binding is gone."""
+        if not self.register_targets:
+            return
+        wanted = {b["spec"]["targetGroupARN"]: ["10.0.%d.%d" % divmod(int(b["metadata"]["uid"][:4], 16) % 2000 + 10,
+                                                                           250)]
+                  for b in self.items("elbv2.k8s.aws", "targetgroupbindings") if b.get("spec", {}).get("targetGroupARN")}
+        for arn in set(wanted) | set(self.registered):
+            if wanted.get(arn, []) != self.registered.get(arn, []):
+                self.register_targets(arn, wanted.get(arn, []))
+                self.registered[arn] = wanted.get(arn, [])
 
     def _react(self, kind: Kind, obj: dict) -> None:
         if kind.plural in READY_AT_ONCE and self.hold_readiness:
@@ -606,10 +623,11 @@ def _api_version(kind: Kind) -> str:
 
 class FakeKubeServer:
     """The HTTP server on a free loopback port, in a daemon thread, with a starter set of
-    objects a new EKS cluster has (kube-system, default, the gp2 default StorageClass)."""
+    objects a new EKS cluster has (kube-system, default, the gp2 default StorageClass,
+    three Ready nodes)."""
 
-    def __init__(self, external_secret_resolver=None):
-        self.cluster = Cluster(external_secret_resolver)
+    def __init__(self, external_secret_resolver=None, target_registrar=None):
+        self.cluster = Cluster(external_secret_resolver, target_registrar)
         handler = type("Handler", (_Handler,), {"cluster": self.cluster})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
@@ -626,10 +644,12 @@ class FakeKubeServer:
         self.httpd.server_close()
 
     def reset(self) -> None:
-        """A fresh EKS cluster: namespaces default and kube-system, gp2 as the default class."""
+        """A fresh EKS cluster: namespaces default and kube-system, gp2 as the default class,
+        three Ready nodes of the managed node group."""
         with self.cluster.lock:
             self.cluster.objects.clear()
             self.cluster.requests.clear()
+            self.cluster.registered.clear()
             self.cluster.hold_readiness = False
             for space in ("default", "kube-system", "kube-public"):
                 self.cluster.create(BY_PATH[("", "v1", "namespaces")], "", {"metadata": {"name": space}})
@@ -637,6 +657,11 @@ class FakeKubeServer:
                 "metadata": {"name": "gp2", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
                 "provisioner": "kubernetes.io/aws-ebs", "parameters": {"type": "gp2", "fsType": "ext4"},
                 "volumeBindingMode": "WaitForFirstConsumer"})
+            for index in range(3):
+                self.cluster.create(BY_PATH[("", "v1", "nodes")], "", {
+                    "metadata": {"name": f"ip-10-0-{index}-10.ec2.internal",
+                                 "labels": {"eks.amazonaws.com/nodegroup": "simulated"}},
+                    "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
             self.cluster.requests.clear()
 
     @staticmethod

@@ -86,12 +86,15 @@ class Orchestrator:
                          changes=changes, cluster_changes=cluster_changes, seconds=round(seconds, 3))
         return True
 
-    def check(self) -> dict[str, list[Finding]]:
-        """Read-only: every enabled step's findings, in create order."""
+    def check(self) -> tuple[dict[str, list[Finding]], dict[str, list[str]]]:
+        """Read-only: every enabled step's findings, and the facts its checks established,
+        in create order."""
         graph = step_graph.build(self.config)
-        report = {}
+        findings, facts = {}, {}
         for wave in step_graph.waves(graph):
             for name in wave:
+                ctx = self.context(name)
                 with attributed_to(name):
-                    report[name] = steps.REGISTRY[name]().verify(self.context(name))
-        return report
+                    findings[name] = steps.REGISTRY[name]().verify(ctx)
+                facts[name] = ctx.facts
+        return findings, facts

@@ -10,7 +10,8 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 
 from .aws import error_code, if_exists, not_found
 from .errors import StepError
-from .waiting import TIME_SCALE, wait_until
+from . import waiting
+from .waiting import wait_until
 
 # ENIs released by load balancers and Lambda can take minutes to go; ten is generous.
 DEPENDENCY_WAIT_SECONDS = 600
@@ -18,18 +19,18 @@ RETRYABLE_CODES = {"DependencyViolation", "ResourceInUse", "ResourceInUseExcepti
                    "InvalidCacheClusterState", "InvalidReplicationGroupState"}
 
 
-
-
 def delete_with_retry(delete: Callable[[], object], what: str, explain: Callable[[], str],
                       progress: Callable[[str], None]) -> None:
     """Delete, retrying while AWS says something still depends on it; an absent
     resource counts as deleted. On giving up, name what is in the way."""
+    scale = waiting.TIME_SCALE
+
     def log(state):
         progress(f"{what} still in use ({error_code(state.outcome.exception())}); retrying")
     try:
         for attempt in Retrying(retry=retry_if_exception(lambda e: error_code(e) in RETRYABLE_CODES),
-                                wait=wait_exponential(multiplier=TIME_SCALE, min=2 * TIME_SCALE, max=30 * TIME_SCALE),
-                                stop=stop_after_delay(DEPENDENCY_WAIT_SECONDS * TIME_SCALE),
+                                wait=wait_exponential(multiplier=scale, min=2 * scale, max=30 * scale),
+                                stop=stop_after_delay(DEPENDENCY_WAIT_SECONDS * scale),
                                 before_sleep=log, reraise=True):
             with attempt:
                 try:

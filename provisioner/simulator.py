@@ -22,6 +22,9 @@ Small, honest test doubles fill what moto 5.2.5 lacks:
 - IAM: moto knows AWS-managed policies only when it loads all ~1,600 of them, which
   costs over a second on every reset. Here only the ones the product attaches are
   loaded; attaching any other still fails, as an unknown policy does in AWS.
+- S3: moto keeps a deleted bucket's tags, and a new bucket of the same name shows them.
+  Here the tags go with the bucket, as in AWS.
+- Network Firewall rule groups, policies, endpoints and deletes: see simulated_firewall.
 """
 
 import json
@@ -40,7 +43,10 @@ from moto.elbv2.models import FakeLoadBalancer
 from moto.iam import models as iam_models
 from moto.iam.aws_managed_policies import aws_managed_policies_data
 from moto.rds.models import DBInstance
+from moto.s3.models import S3Backend
 from moto.server import ThreadedMotoServer
+
+from . import simulated_firewall
 
 
 class CacheSubnetGroupInUse(ServiceException):
@@ -231,6 +237,16 @@ def _list_associated_access_policies(self):
                        "associatedAccessPolicies": list(entry["policies"].values())})
 
 
+_original_delete_bucket = S3Backend.delete_bucket
+
+
+def _delete_bucket(self, bucket_name):
+    deleted = _original_delete_bucket(self, bucket_name)
+    if deleted is not None:
+        self.tagger.delete_all_tags_for_resource(deleted.arn)
+    return deleted
+
+
 _original_create_cluster = EKSBackend.create_cluster
 _original_delete_cluster = EKSBackend.delete_cluster
 
@@ -253,6 +269,9 @@ def _create_cluster(self, name, role_arn, resources_vpc_config, *args, **kwargs)
 def _delete_cluster(self, name):
     from moto.ec2.models import ec2_backends
     cluster = _original_delete_cluster(self, name)
+    for store in ("simulated_addons", "simulated_access_entries"):  # they go with their cluster
+        for key in [k for k in getattr(self, store, {}) if k[0] == name]:
+            del getattr(self, store)[key]
     group_id = cluster.resources_vpc_config.get("clusterSecurityGroupId")
     if group_id:
         ec2_backends[self.account_id][self.region_name].delete_security_group(group_id=group_id)
@@ -260,6 +279,7 @@ def _delete_cluster(self, name):
 
 
 def install() -> None:
+    simulated_firewall.install()
     eks_urls.url_paths.update({
         "{0}/clusters/(?P<name>[^/]+)/addons$": eks_urls.response.dispatch,
         "{0}/clusters/(?P<name>[^/]+)/addons/(?P<addonName>[^/]+)$": eks_urls.response.dispatch,
@@ -271,6 +291,7 @@ def install() -> None:
     for action in ("create_access_entry", "list_access_entries", "describe_access_entry", "delete_access_entry",
                    "associate_access_policy", "list_associated_access_policies"):
         setattr(eks_responses.EKSResponse, action, globals()[f"_{action}"])
+    S3Backend.delete_bucket = _delete_bucket
     EKSBackend.create_cluster = _create_cluster
     EKSBackend.delete_cluster = _delete_cluster
     eks_responses.EKSResponse.create_addon = _create_addon
@@ -330,10 +351,33 @@ def ssm_resolver(endpoint: str, region: str = "us-east-1"):
     return resolve
 
 
+def target_registrar(endpoint: str, region: str = "us-east-1"):
+    """For the fake cluster's stand-in load balancer controller: make a simulated target
+    group's targets exactly the given IPs (a group already deleted is left alone)."""
+    import boto3
+    from botocore.exceptions import ClientError
+    elbv2 = boto3.session.Session().client("elbv2", region_name=region, endpoint_url=endpoint,
+                                           aws_access_key_id="simulated", aws_secret_access_key="simulated")
+
+    def register(target_group_arn: str, ips: list[str]) -> None:
+        try:
+            current = {t["Target"]["Id"] for t in elbv2.describe_target_health(
+                TargetGroupArn=target_group_arn)["TargetHealthDescriptions"]}
+            if current - set(ips):
+                elbv2.deregister_targets(TargetGroupArn=target_group_arn,
+                                         Targets=[{"Id": ip} for ip in current - set(ips)])
+            if set(ips) - current:
+                elbv2.register_targets(TargetGroupArn=target_group_arn, Targets=[{"Id": ip} for ip in ips])
+        except ClientError:
+            pass  # the target group is gone (or the account was reset): nothing to register in
+    return register
+
+
 def start_cluster(aws_endpoint: str, region: str = "us-east-1"):
-    """The fake Kubernetes API server, its External Secrets stand-in reading this simulated SSM."""
+    """The fake Kubernetes API server, its External Secrets and load balancer controller
+    stand-ins talking to this simulated AWS."""
     from .fakekube import FakeKubeServer
-    return FakeKubeServer(ssm_resolver(aws_endpoint, region)).start()
+    return FakeKubeServer(ssm_resolver(aws_endpoint, region), target_registrar(aws_endpoint, region)).start()
 
 
 def start_server() -> tuple[ThreadedMotoServer, str]:

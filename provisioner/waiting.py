@@ -17,6 +17,12 @@ from .errors import StepError
 TIME_SCALE = float(os.environ.get("PROVISIONER_TIME_SCALE", "1"))
 
 
+def set_time_scale(scale: float) -> None:
+    """For simulations only (the sandbox): waits shrink with the simulated durations."""
+    global TIME_SCALE
+    TIME_SCALE = scale
+
+
 def poll_intervals(expected_seconds: float):
     """First poll soon, then back off towards a tenth of the expected duration."""
     interval = max(0.05, min(2.0, expected_seconds / 60)) * TIME_SCALE

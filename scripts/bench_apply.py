@@ -32,14 +32,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     # Poll intervals and timeouts follow the expected durations, scaled the same way.
     os.environ["PROVISIONER_TIME_SCALE"] = str(args.scale)
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # for scripts.fetch_helm
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
     import yaml
 
     from provisioner import simulator
     from provisioner.charts import HELM_RELEASES
-    from scripts.fetch_helm import fetch as fetch_helm
+    from provisioner.helm_download import fetch as fetch_helm
     os.environ["PATH"] = f"{fetch_helm().parent}{os.pathsep}{os.environ['PATH']}"
     server, url = simulator.start_server()
     simulator.simulate_latency(args.scale)

@@ -1,7 +1,6 @@
-"""Security groups: named tcp ports open to given CIDRs, egress kept inside the VPC.
-
-Shared by the postgres, redis and alb steps, so every group is made,
-checked and removed the same way.
+"""Network pieces several steps make the same way: tagged EC2 lookups, route tables
+(vpc and firewall steps), and security groups with named tcp ports open to given CIDRs
+and egress kept inside the VPC (postgres, redis, alb, bastion).
 """
 
 from __future__ import annotations
@@ -9,6 +8,49 @@ from __future__ import annotations
 from provisioner.reaping import delete_with_retry, explain_vpc
 
 from .base import Finding
+
+DEFAULT_ROUTE = "0.0.0.0/0"
+
+
+def find_tagged(ctx, method: str, key: str, id_key: str, resource: str, extra_filters=()) -> str | None:
+    """The id of this deployment's EC2 resource named `resource`, or None."""
+    filter_param = "Filter" if method == "describe_nat_gateways" else "Filters"  # EC2's one odd spelling
+    filters = ctx.tags.ec2_filters(resource) + list(extra_filters)
+    found = getattr(ctx.client("ec2"), method)(**{filter_param: filters})[key]
+    return found[0][id_key] if found else None
+
+
+def ensure_subnet(ctx, vpc_id: str, resource: str, zone: str, cidr: str, extra_tags: dict | None = None) -> str:
+    return ctx.ensure(f"subnet/{resource}",
+                      lambda: find_tagged(ctx, "describe_subnets", "Subnets", "SubnetId", resource),
+                      lambda: ctx.client("ec2").create_subnet(
+                          VpcId=vpc_id, AvailabilityZone=zone, CidrBlock=cidr,
+                          TagSpecifications=ctx.tags.ec2_spec("subnet", resource, extra_tags))["Subnet"]["SubnetId"])
+
+
+def route_target_matches(route: dict, target: dict) -> bool:
+    return route.get("State") != "blackhole" and all(route.get(key) == value for key, value in target.items())
+
+
+def ensure_route_table(ctx, vpc_id: str, resource: str, target: dict, subnet_ids, replace_default=True) -> str:
+    """A tagged route table with a default route to target, associated with subnet_ids.
+    replace_default False only adds a missing default route (another step owns it then)."""
+    ec2 = ctx.client("ec2")
+    table_id = ctx.ensure(f"route_table/{resource}",
+                          lambda: find_tagged(ctx, "describe_route_tables", "RouteTables", "RouteTableId", resource),
+                          lambda: ec2.create_route_table(VpcId=vpc_id, TagSpecifications=ctx.tags.ec2_spec(
+                              "route-table", resource))["RouteTable"]["RouteTableId"])
+    table = ec2.describe_route_tables(RouteTableIds=[table_id])["RouteTables"][0]
+    default = next((r for r in table["Routes"] if r.get("DestinationCidrBlock") == DEFAULT_ROUTE), None)
+    if default is None:
+        ec2.create_route(RouteTableId=table_id, DestinationCidrBlock=DEFAULT_ROUTE, **target)
+    elif replace_default and not route_target_matches(default, target):
+        ec2.replace_route(RouteTableId=table_id, DestinationCidrBlock=DEFAULT_ROUTE, **target)
+    associated = {a.get("SubnetId") for a in table.get("Associations", [])}
+    for subnet_id in subnet_ids:
+        if subnet_id not in associated:
+            ec2.associate_route_table(RouteTableId=table_id, SubnetId=subnet_id)
+    return table_id
 
 
 def _find_group(ctx, resource: str) -> dict | None:

@@ -186,14 +186,21 @@ class Alb(Step):
         group = find_target_group(elbv2, target_group_name(cfg))
         if group is None:
             return findings + [Finding(f"target group {target_group_name(cfg)}", "missing", missing=True)]
+        health = [t["TargetHealth"]["State"] for t in
+                  elbv2.describe_target_health(TargetGroupArn=group["TargetGroupArn"])["TargetHealthDescriptions"]]
+        ctx.fact(f"{lb['LoadBalancerName']} {lb['State']['Code']} at {lb['DNSName']}; "
+                 f"{health.count('healthy')}/{len(health)} targets healthy on port {group['Port']}")
+        if health and "healthy" not in health:
+            findings.append(Finding(f"target group {group['TargetGroupName']}", "no healthy target: LangSmith is "
+                                    "unreachable through the ALB (check the pods and the TargetGroupBinding)"))
         existing = {l["Port"]: l for l in elbv2.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]}
-        for port, spec in self._wanted_listeners(ctx, group["TargetGroupArn"]).items():
+        wanted = self._wanted_listeners(ctx, group["TargetGroupArn"])
+        for port, spec in wanted.items():
             if port not in existing:
                 findings.append(Finding(f"listener :{port}", "missing", missing=True))
             elif _listener_differs(existing[port], spec):
                 findings.append(Finding(f"listener :{port}", f"not {spec['Protocol']} with the configured action"))
-        findings += [Finding(f"listener :{port}", "not wanted by the config") for port in existing
-                     if port not in self._wanted_listeners(ctx, group["TargetGroupArn"])]
+        findings += [Finding(f"listener :{port}", "not wanted by the config") for port in existing if port not in wanted]
         return findings
 
     def destroy(self, ctx) -> None:

@@ -54,6 +54,7 @@ class AlbAccessLogs(Step):
                               ("NoSuchBucketPolicy", "NoSuchBucket", "404"))
         if policy is None:
             return [Finding(f"bucket {bucket}", "missing or without its log-delivery policy", missing=True)]
+        ctx.fact(f"access logs to bucket {bucket}")
         return []
 
     def destroy(self, ctx) -> None:

@@ -95,6 +95,8 @@ class Bastion(Step):
                                            "0.0.0.0/0")
         if instance.get("MetadataOptions", {}).get("HttpTokens") != "required":
             findings.append(Finding("bastion instance", "IMDSv1 allowed (HttpTokens is not required)"))
+        ctx.fact(f"bastion {instance['InstanceId']} {instance['State']['Name']}: aws ssm start-session "
+                 f"--target {instance['InstanceId']}")
         return findings
 
     def destroy(self, ctx) -> None:

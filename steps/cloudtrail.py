@@ -75,6 +75,7 @@ class CloudTrail(Step):
             findings.append(Finding(f"trail {name}", "not multi-region with log file validation"))
         if not cloudtrail.get_trail_status(Name=name)["IsLogging"]:
             findings.append(Finding(f"trail {name}", "not logging"))
+        ctx.fact(f"trail {name} to bucket {trail.get('S3BucketName')}")
         return findings
 
     def destroy(self, ctx) -> None:

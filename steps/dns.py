@@ -115,6 +115,7 @@ class Dns(Step):
             findings.append(Finding(f"certificate {domain}", "missing", missing=True))
         elif ctx.config["tls_certificate_source"] == "acm":
             status = ctx.client("acm").describe_certificate(CertificateArn=certificate)["Certificate"]["Status"]
+            ctx.fact(f"certificate for {domain} {status}")
             if status != "ISSUED":
                 findings.append(Finding(f"certificate {domain}", f"{status}, not ISSUED"))
         return findings

@@ -190,6 +190,7 @@ class Eks(Step):
         if described is None:
             return [Finding(f"EKS cluster {cluster}", "missing", missing=True)]
         findings = []
+        ctx.fact(f"cluster {cluster} {described['status']}, Kubernetes {described['version']}")
         if described["status"] != "ACTIVE":
             findings.append(Finding(f"EKS cluster {cluster}", f"status is {described['status']}"))
         if described["version"] != cfg["eks_cluster_version"]:
@@ -206,6 +207,8 @@ class Eks(Step):
             findings.append(Finding(f"node group {ctx.name('default')}", "missing", missing=True))
         else:
             scaling = group["scalingConfig"]
+            ctx.fact(f"node group {group['nodegroupName']} {group['status']}: {scaling['desiredSize']} nodes "
+                     f"({scaling['minSize']}-{scaling['maxSize']})")
             if (scaling["minSize"], scaling["maxSize"]) != (cfg["node_min_size"], cfg["node_max_size"]):
                 findings.append(Finding(f"node group {ctx.name('default')}",
                                         f"size {scaling['minSize']}-{scaling['maxSize']}, config wants "

@@ -150,11 +150,15 @@ class Ingress(Step):
             if found is None or found["status"] != "deployed":
                 findings.append(Finding(f"release {release}", "not deployed" if found else "not installed",
                                         missing=found is None))
+            else:
+                ctx.fact(f"release {release} deployed ({found['chart']})")
         expected = gateway_objects(ctx) + ([target_group_binding(ctx)] if ctx.upstream("alb") else [])
         for obj in expected:
             meta = obj["metadata"]
             if kube.get(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace")) is None:
                 findings.append(Finding(f"{obj['kind']} {meta['name']}", "missing", missing=True))
+            else:
+                ctx.fact(f"{obj['kind']} {meta.get('namespace', '')}/{meta['name']} present".replace(" /", " "))
         return findings
 
     def destroy(self, ctx) -> None:

@@ -145,6 +145,12 @@ class K8sBootstrap(Step):
         except ClusterMissing:
             return [Finding(f"cluster {cluster_name(ctx.config)}", "not there yet", missing=True)]
         findings = []
+        nodes = kube.list("v1", "Node")
+        ready = [n for n in nodes if any(c.get("type") == "Ready" and c.get("status") == "True"
+                                         for c in n.get("status", {}).get("conditions", []))]
+        ctx.fact(f"{len(ready)}/{len(nodes)} nodes Ready")
+        if not ready:
+            findings.append(Finding("nodes", "none Ready: pods cannot run (check the node group and the VPC egress)"))
         for release in (FIRST_RELEASE, *PARALLEL_RELEASES):
             source = chart_source(ctx.config, release)
             found = helm.release(release, source.namespace)
@@ -154,6 +160,8 @@ class K8sBootstrap(Step):
             elif found["status"] != "deployed" or found["chart"] != wanted:
                 findings.append(Finding(f"release {release}", f"{found['status']} at {found['chart']}, config "
                                                               f"wants deployed at {wanted}"))
+            else:
+                ctx.fact(f"release {release} deployed ({found['chart']})")
         if kube.get("v1", "Namespace", NAMESPACE) is None:
             findings.append(Finding(f"namespace {NAMESPACE}", "missing", missing=True))
         gp3 = kube.get("storage.k8s.io/v1", "StorageClass", "gp3")

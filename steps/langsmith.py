@@ -131,7 +131,7 @@ def langsmith_values(ctx) -> dict:
 @register
 class Langsmith(Step):
     name = "langsmith"
-    requires = ("k8s_bootstrap", "ingress", "storage", "postgres", "redis", "alb")
+    requires = ("k8s_bootstrap", "ingress", "storage", "postgres", "redis", "alb", "firewall")
 
     @staticmethod
     def enabled(config) -> bool:
@@ -193,6 +193,7 @@ class Langsmith(Step):
             findings.append(Finding(f"release {RELEASE}", f"{found['status']} at {found['chart']}, config wants "
                                                           f"deployed at {wanted}"))
         findings += [Finding(f"release {RELEASE}", f"{item} not ready") for item in self._not_ready(kube)]
+        ctx.fact(f"release {RELEASE} {found['status']} ({found['chart']}); LangSmith at {url(ctx)}")
         for external in connection_secrets(ctx):
             if kube.get("v1", "Secret", external["metadata"]["name"], NAMESPACE) is None:
                 findings.append(Finding(f"secret {NAMESPACE}/{external['metadata']['name']}", "missing", missing=True))

@@ -126,6 +126,8 @@ class Postgres(Step):
         label = f"RDS instance {identifier(cfg)}"
         if instance is None:
             return findings + [Finding(label, "missing", missing=True)]
+        ctx.fact(f"RDS {identifier(cfg)} {instance['DBInstanceStatus']}, PostgreSQL {instance.get('EngineVersion')} at "
+                 f"{instance.get('Endpoint', {}).get('Address')}:{instance.get('Endpoint', {}).get('Port')}")
         if instance["DBInstanceStatus"] != "available":
             findings.append(Finding(label, f"status is {instance['DBInstanceStatus']}"))
         findings += [Finding(label, f"{key} is {instance.get(key)}, config wants {value}")

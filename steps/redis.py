@@ -91,6 +91,8 @@ class Redis(Step):
         label = f"replication group {group_id(cfg)}"
         if group is None:
             return findings + [Finding(label, "missing", missing=True)]
+        ctx.fact(f"ElastiCache {group_id(cfg)} {group['Status']}, {group.get('CacheNodeType')}, TLS "
+                 f"{'on' if group.get('TransitEncryptionEnabled') else 'OFF'}")
         expected = {"Status": "available", "CacheNodeType": cfg["redis_node_type"], "TransitEncryptionEnabled": True,
                     "AtRestEncryptionEnabled": True, "AuthTokenEnabled": True}
         return findings + [Finding(label, f"{key} is {group.get(key)}, expected {value}")

@@ -97,6 +97,7 @@ class Secrets(Step):
         if LICENSE_LEAF not in existing:
             findings.append(Finding(f"parameter {LICENSE_LEAF}", f"missing: export {LICENSE_ENV} and apply",
                                     missing=True))
+        ctx.fact(f"{len(existing)} SecureString parameters under {ctx.config.ssm_prefix} (values never shown)")
         return findings
 
     def destroy(self, ctx) -> None:

@@ -127,6 +127,8 @@ class Storage(Step):
             missing = sorted(set(tables) - set(endpoint.get("RouteTableIds", [])))
             if missing:
                 findings.append(Finding("S3 gateway endpoint", f"not on route tables {', '.join(missing)}"))
+            ctx.fact(f"bucket {bucket} reachable through gateway endpoint {endpoint['VpcEndpointId']} "
+                     f"({endpoint['State'].lower()}, on {len(endpoint.get('RouteTableIds', []))} route tables)")
             role = if_exists(ctx.client("iam").get_role, RoleName=ctx.name(ROLE))
             if role is None:
                 findings.append(Finding(f"role {ctx.name(ROLE)}", "missing", missing=True))

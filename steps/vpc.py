@@ -6,17 +6,16 @@ reference leaves off). With create_vpc false the step only checks the given IDs.
 
 from __future__ import annotations
 
-import ipaddress
-
+from provisioner.config import PRIVATE_BLOCKS, PUBLIC_BLOCKS, network_blocks
 from provisioner.errors import StepError
 from provisioner.tags import idempotency_token
 from provisioner.reaping import delete_detached_interfaces, delete_endpoints, delete_with_retry, explain_vpc
 from provisioner.waiting import wait_until
 
+from ._network import DEFAULT_ROUTE, ensure_route_table, ensure_subnet, find_tagged
 from .base import Finding, Step, register
 
 MAX_ZONES = 3
-DEFAULT_ROUTE = "0.0.0.0/0"
 NAT_EXPECTED_SECONDS = 90
 
 
@@ -27,9 +26,8 @@ def cluster_name(config) -> str:
 
 def subnet_layout(cidr: str, zones: int) -> tuple[list[str], list[str]]:
     """Private blocks first, public from the sixth block on (10.0.0.0/21... and 10.0.40.0/21... in a /16)."""
-    network = ipaddress.ip_network(cidr)
-    blocks = [str(block) for block in network.subnets(new_prefix=network.prefixlen + 5)]
-    return blocks[:zones], blocks[5:5 + zones]
+    blocks = network_blocks(cidr)
+    return blocks[PRIVATE_BLOCKS][:zones], blocks[PUBLIC_BLOCKS][:zones]
 
 
 @register
@@ -53,10 +51,10 @@ class Vpc(Step):
         cluster_tag = {f"kubernetes.io/cluster/{cluster_name(ctx.config)}": "shared"}
         private, public = [], []
         for zone, private_cidr, public_cidr in zip(zones, private_cidrs, public_cidrs):
-            private.append(self._ensure_subnet(ctx, ec2, vpc_id, f"private-{zone}", zone, private_cidr,
-                                               {**cluster_tag, "kubernetes.io/role/internal-elb": "1"}))
-            public.append(self._ensure_subnet(ctx, ec2, vpc_id, f"public-{zone}", zone, public_cidr,
-                                              {**cluster_tag, "kubernetes.io/role/elb": "1"}))
+            private.append(ensure_subnet(ctx, vpc_id, f"private-{zone}", zone, private_cidr,
+                                         {**cluster_tag, "kubernetes.io/role/internal-elb": "1"}))
+            public.append(ensure_subnet(ctx, vpc_id, f"public-{zone}", zone, public_cidr,
+                                        {**cluster_tag, "kubernetes.io/role/elb": "1"}))
             if not self._subnet(ec2, public[-1])["MapPublicIpOnLaunch"]:
                 ec2.modify_subnet_attribute(SubnetId=public[-1], MapPublicIpOnLaunch={"Value": True})
 
@@ -74,12 +72,14 @@ class Vpc(Step):
             TagSpecifications=ctx.tags.ec2_spec("natgateway", "nat"))["NatGateway"]["NatGatewayId"])
         self._wait_for_nat(ctx, ec2, nat_id)
 
-        public_rt = self._ensure_route_table(ctx, ec2, vpc_id, "public", {"GatewayId": igw_id}, public)
-        private_rt = self._ensure_route_table(ctx, ec2, vpc_id, "private", {"NatGatewayId": nat_id}, private)
+        public_rt = ensure_route_table(ctx, vpc_id, "public", {"GatewayId": igw_id}, public)
+        # With the firewall on, the firewall step points the private default route at its endpoint.
+        private_rt = ensure_route_table(ctx, vpc_id, "private", {"NatGatewayId": nat_id}, private,
+                                        replace_default=not ctx.config["create_firewall"])
         return {"vpc_id": vpc_id, "vpc_cidr": ctx.config["vpc_cidr"], "azs": zones,
                 "private_subnet_ids": private, "public_subnet_ids": public,
-                "private_route_table_ids": [private_rt], "route_table_ids": [public_rt, private_rt],
-                "nat_gateway_id": nat_id, "internet_gateway_id": igw_id, "created": True}
+                "private_route_table_ids": [private_rt], "public_route_table_id": public_rt,
+                "route_table_ids": [public_rt, private_rt], "nat_gateway_id": nat_id, "nat_gateway_az": zones[0], "internet_gateway_id": igw_id, "created": True}
 
     def _zones(self, ec2) -> list[str]:
         zones = ec2.describe_availability_zones(Filters=[
@@ -100,25 +100,12 @@ class Vpc(Step):
         name = attribute[0].lower() + attribute[1:]
         return ec2.describe_vpc_attribute(VpcId=vpc_id, Attribute=name)[attribute]["Value"]
 
-    def _ensure_subnet(self, ctx, ec2, vpc_id, resource, zone, cidr, extra_tags) -> str:
-        return ctx.ensure(f"subnet/{resource}", lambda: self._find_one(ctx, "describe_subnets", "Subnets", "SubnetId", resource),
-                          lambda: ec2.create_subnet(VpcId=vpc_id, AvailabilityZone=zone, CidrBlock=cidr,
-                                                    TagSpecifications=ctx.tags.ec2_spec("subnet", resource, extra_tags)
-                                                    )["Subnet"]["SubnetId"])
-
-    @staticmethod
-    def _find_one(ctx, method, key, id_key, resource, extra_filters=()) -> str | None:
-        filter_param = "Filter" if method == "describe_nat_gateways" else "Filters"  # EC2's one odd spelling
-        filters = ctx.tags.ec2_filters(resource) + list(extra_filters)
-        found = getattr(ctx.client("ec2"), method)(**{filter_param: filters})[key]
-        return found[0][id_key] if found else None
-
     @staticmethod
     def _subnet(ec2, subnet_id) -> dict:
         return ec2.describe_subnets(SubnetIds=[subnet_id])["Subnets"][0]
 
     def _find_igw(self, ctx):
-        return self._find_one(ctx, "describe_internet_gateways", "InternetGateways", "InternetGatewayId", "igw")
+        return find_tagged(ctx, "describe_internet_gateways", "InternetGateways", "InternetGatewayId", "igw")
 
     @staticmethod
     def _igw_attached(ec2, igw_id, vpc_id) -> bool:
@@ -126,10 +113,10 @@ class Vpc(Step):
         return any(a["VpcId"] == vpc_id for a in igw.get("Attachments", []))
 
     def _find_eip(self, ctx):
-        return self._find_one(ctx, "describe_addresses", "Addresses", "AllocationId", "nat-eip")
+        return find_tagged(ctx, "describe_addresses", "Addresses", "AllocationId", "nat-eip")
 
     def _find_nat(self, ctx):
-        return self._find_one(ctx, "describe_nat_gateways", "NatGateways", "NatGatewayId", "nat",
+        return find_tagged(ctx, "describe_nat_gateways", "NatGateways", "NatGatewayId", "nat",
                               [{"Name": "state", "Values": ["pending", "available"]}])
 
     @staticmethod
@@ -142,23 +129,6 @@ class Vpc(Step):
             return nat["State"] == "available"
         wait_until(available, what=f"NAT gateway {nat_id}", expected_seconds=NAT_EXPECTED_SECONDS,
                    timeout_seconds=900, progress=ctx.progress)
-
-    def _ensure_route_table(self, ctx, ec2, vpc_id, resource, target: dict, subnet_ids) -> str:
-        table_id = ctx.ensure(f"route_table/{resource}",
-                              lambda: self._find_one(ctx, "describe_route_tables", "RouteTables", "RouteTableId", resource),
-                              lambda: ec2.create_route_table(VpcId=vpc_id, TagSpecifications=ctx.tags.ec2_spec(
-                                  "route-table", resource))["RouteTable"]["RouteTableId"])
-        table = ec2.describe_route_tables(RouteTableIds=[table_id])["RouteTables"][0]
-        default = next((r for r in table["Routes"] if r.get("DestinationCidrBlock") == DEFAULT_ROUTE), None)
-        if default is None:
-            ec2.create_route(RouteTableId=table_id, DestinationCidrBlock=DEFAULT_ROUTE, **target)
-        elif not _route_matches(default, target):
-            ec2.replace_route(RouteTableId=table_id, DestinationCidrBlock=DEFAULT_ROUTE, **target)
-        associated = {a.get("SubnetId") for a in table.get("Associations", [])}
-        for subnet_id in subnet_ids:
-            if subnet_id not in associated:
-                ec2.associate_route_table(RouteTableId=table_id, SubnetId=subnet_id)
-        return table_id
 
     def _existing_network(self, ctx) -> dict:
         """Bring-your-own VPC: check the given IDs and pass them on; create nothing."""
@@ -204,6 +174,7 @@ class Vpc(Step):
             return [Finding("vpc", f"{ctx.name('vpc')} does not exist", missing=True)]
         findings = []
         vpc = ec2.describe_vpcs(VpcIds=[vpc_id])["Vpcs"][0]
+        ctx.fact(f"{vpc_id} {vpc['CidrBlock']}")
         if vpc["CidrBlock"] != cfg["vpc_cidr"]:
             findings.append(Finding("vpc", f"CIDR is {vpc['CidrBlock']}, config says {cfg['vpc_cidr']} "
                                            "(a VPC's CIDR cannot change: destroy and apply to move it)"))
@@ -213,7 +184,7 @@ class Vpc(Step):
         zones = self._zones(ec2)
         for zone in zones:
             for kind in ("private", "public"):
-                subnet_id = self._find_one(ctx, "describe_subnets", "Subnets", "SubnetId", f"{kind}-{zone}")
+                subnet_id = find_tagged(ctx, "describe_subnets", "Subnets", "SubnetId", f"{kind}-{zone}")
                 if subnet_id is None:
                     findings.append(Finding(f"subnet {kind}-{zone}", "missing", missing=True))
                 elif kind == "public" and not self._subnet(ec2, subnet_id)["MapPublicIpOnLaunch"]:
@@ -225,13 +196,15 @@ class Vpc(Step):
         if nat_id is None:
             findings.append(Finding("NAT gateway", "missing", missing=True))
         for resource, target_key in (("public", "GatewayId"), ("private", "NatGatewayId")):
-            table_id = self._find_one(ctx, "describe_route_tables", "RouteTables", "RouteTableId", resource)
+            table_id = find_tagged(ctx, "describe_route_tables", "RouteTables", "RouteTableId", resource)
             if table_id is None:
                 findings.append(Finding(f"route table {resource}", "missing", missing=True))
                 continue
             table = ec2.describe_route_tables(RouteTableIds=[table_id])["RouteTables"][0]
             default = next((r for r in table["Routes"] if r.get("DestinationCidrBlock") == DEFAULT_ROUTE), None)
-            if default is None or default.get("State") == "blackhole" or not default.get(target_key):
+            through_firewall = (resource == "private" and cfg["create_firewall"]
+                                and (default or {}).get("GatewayId", "").startswith("vpce-"))
+            if default is None or default.get("State") == "blackhole" or not (default.get(target_key) or through_firewall):
                 findings.append(Finding(f"route table {resource}", f"default route to the {target_key[:-2]} is missing"))
         return findings
 
@@ -279,7 +252,3 @@ class Vpc(Step):
                                   ctx.progress)
         delete_with_retry(lambda: ec2.delete_vpc(VpcId=vpc_id), f"VPC {vpc_id}",
                           lambda: explain_vpc(ec2, vpc_id), ctx.progress)
-
-
-def _route_matches(route: dict, target: dict) -> bool:
-    return route.get("State") != "blackhole" and all(route.get(key) == value for key, value in target.items())

@@ -73,6 +73,7 @@ class Waf(Step):
         associated = if_exists(wafv2.get_web_acl_for_resource, ResourceArn=lb["LoadBalancerArn"]) if lb else None
         if (associated or {}).get("WebACL", {}).get("ARN") != found["ARN"]:
             return [Finding(f"web ACL {acl_name(cfg)}", "not associated with the ALB")]
+        ctx.fact(f"web ACL {acl_name(cfg)} on {lb['LoadBalancerName']} with {len(MANAGED_RULE_GROUPS)} AWS managed rule groups")
         return []
 
     def destroy(self, ctx) -> None:

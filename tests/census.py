@@ -83,6 +83,35 @@ def census(deployment: str, region: str = "us-east-1") -> Counter:
             found.append(("eks-cluster", cluster))
             found += [("eks-nodegroup", n) for n in eks.list_nodegroups(clusterName=cluster)["nodegroups"]]
             found += [("eks-addon", a) for a in eks.list_addons(clusterName=cluster)["addons"]]
+    for reservation in ec2.describe_instances(Filters=mine + [{"Name": "instance-state-name", "Values": [
+            "pending", "running", "stopping", "stopped"]}])["Reservations"]:
+        add("instance", reservation["Instances"])
+    for profile in iam.list_instance_profiles()["InstanceProfiles"]:
+        if profile["InstanceProfileName"].startswith(f"{deployment}-"):
+            found.append(("instance-profile", profile["InstanceProfileName"]))
+    elbv2 = _client("elbv2", region)
+    found += [("load-balancer", lb["LoadBalancerName"]) for lb in elbv2.describe_load_balancers()["LoadBalancers"]
+              if lb["LoadBalancerName"].startswith(f"{deployment}-")]
+    found += [("target-group", tg["TargetGroupName"]) for tg in elbv2.describe_target_groups()["TargetGroups"]
+              if tg["TargetGroupName"].startswith(f"{deployment}-")]
+    found += [("web-acl", acl["Name"]) for acl in _client("wafv2", region).list_web_acls(Scope="REGIONAL")["WebACLs"]
+              if acl["Name"].startswith(f"{deployment}-")]
+    found += [("trail", t["Name"]) for t in _client("cloudtrail", region).describe_trails()["trailList"]
+              if t["Name"].startswith(f"{deployment}-")]
+    acm = _client("acm", region)
+    for certificate in acm.list_certificates()["CertificateSummaryList"]:
+        tags = _tags(acm.list_tags_for_certificate(CertificateArn=certificate["CertificateArn"]).get("Tags"))
+        if tags.get(DEPLOYMENT_TAG) == deployment:
+            found.append(("certificate", certificate["DomainName"]))
+    found += [("hosted-zone", z["Name"]) for z in _client("route53", region).list_hosted_zones()["HostedZones"]
+              if z.get("Config", {}).get("Comment", "").endswith(f" {deployment}")]  # the product notes its name there
+    nfw = _client("network-firewall", region)
+    found += [("firewall", f["FirewallName"]) for f in nfw.list_firewalls()["Firewalls"]
+              if f["FirewallName"].startswith(f"{deployment}-")]
+    found += [("firewall-policy", p["Name"]) for p in nfw.list_firewall_policies()["FirewallPolicies"]
+              if p["Name"].startswith(f"{deployment}-")]
+    found += [("rule-group", g["Name"]) for g in nfw.list_rule_groups()["RuleGroups"]
+              if g["Name"].startswith(f"{deployment}-")]
     return Counter(found)
 
 

@@ -15,7 +15,7 @@ os.environ.setdefault("MOTO_ACM_VALIDATION_WAIT", "1")  # moto issues requested 
 from provisioner import simulator  # noqa: E402 (moto reads the setting at import)
 from provisioner.charts import HELM_RELEASES
 from provisioner.fakekube import FakeKubeServer
-from scripts.fetch_helm import fetch as fetch_helm
+from provisioner.helm_download import fetch as fetch_helm
 
 REGION = "us-east-1"
 LICENSE = "lic-TEST-0000-very-secret-license"

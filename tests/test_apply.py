@@ -55,6 +55,28 @@ def test_network_has_three_zones_with_tagged_subnets_nat_and_routes(applied):
     assert {a["SubnetId"] for a in tables["acme-test-private"]["Associations"]} == {s["SubnetId"] for s in private}
 
 
+def test_verify_reports_the_spec_checklist_in_one_readable_report(applied):
+    """Cluster and nodes, the ALB and its healthy targets, RDS and ElastiCache available,
+    S3 through the endpoint, releases deployed, the URL: each line read live."""
+    config, _ = applied
+    result = run_cli("verify", config)
+    assert result.code == 0, result
+    lines = {line.split()[0]: line for line in result.out.splitlines() if line.strip() and not line.startswith(" ")}
+    assert "cluster acme-test-eks ACTIVE, Kubernetes 1.34" in lines["eks"]
+    assert "node group acme-test-default ACTIVE: 3 nodes (3-10)" in result.out
+    assert "3/3 nodes Ready" in lines["k8s_bootstrap"]
+    assert "acme-test-alb active at" in lines["alb"] and "1/1 targets healthy on port 8080" in lines["alb"]
+    assert "RDS acme-test-pg available, PostgreSQL 16" in lines["postgres"]
+    assert "ElastiCache acme-test-redis available" in lines["redis"] and "TLS on" in lines["redis"]
+    assert "reachable through gateway endpoint vpce-" in lines["storage"]
+    lb_dns = client("elbv2").describe_load_balancers(Names=["acme-test-alb"])["LoadBalancers"][0]["DNSName"]
+    assert "release langsmith deployed" in lines["langsmith"] and f"LangSmith at http://{lb_dns}" in lines["langsmith"]
+    assert "release cert-manager deployed" in result.out
+    assert result.out.rstrip().endswith("Verify: everything matches the config.")
+    facts = json.loads(run_cli("verify", config, "--json").out)["facts"]
+    assert any("targets healthy" in fact for fact in facts["alb"])
+
+
 def test_every_resource_carries_name_ownership_and_user_tags(applied):
     ec2 = client("ec2")
     mine = [{"Name": "tag:provisioner:deployment", "Values": [DEPLOYMENT]}]

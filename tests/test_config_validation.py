@@ -151,7 +151,7 @@ def test_bad_arguments_exit_2(request_counter, tmp_path):
 
 def test_shipped_example_configs_are_valid(request_counter, monkeypatch):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    examples = sorted(glob.glob(os.path.join(root, "config", "*.yaml")))
+    examples = sorted(glob.glob(os.path.join(root, "config", "**", "*.yaml"), recursive=True))
     assert len(examples) >= 5
     monkeypatch.setenv("AWS_REGION", "us-west-2")
     for example in examples:

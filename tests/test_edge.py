@@ -126,10 +126,43 @@ def test_disallowed_permutations_fail_validation_before_any_call(settings, probl
     assert census(DEPLOYMENT) == {} and kube_server.cluster.requests == []
 
 
-def test_add_ons_waf_logs_trail_bastion_and_dns(aws, tmp_path, kube_server):
-    config = write_config(tmp_path / "config.yaml", tls_certificate_source="acm", langsmith_domain=DOMAIN,
-                          create_waf=True, create_cloudtrail=True, alb_access_logs_enabled=True, create_bastion=True)
+def assert_egress_through_firewall(allowed_extra: str):
+    """Private subnets leave through the firewall endpoint, the firewall subnet through the
+    NAT, and the NAT's answers come back through the firewall (symmetric routing)."""
+    ec2, nfw = client("ec2"), client("network-firewall")
+    firewall = nfw.describe_firewall(FirewallName=f"{DEPLOYMENT}-fw-egress")
+    assert firewall["FirewallStatus"]["Status"] == "READY"
+    [sync] = firewall["FirewallStatus"]["SyncStates"].values()
+    endpoint = sync["Attachment"]["EndpointId"]
+    [subnet] = ec2.describe_subnets(SubnetIds=[sync["Attachment"]["SubnetId"]])["Subnets"]
+    assert subnet["CidrBlock"] == "10.0.64.0/21"
+
+    def routes(name):
+        [table] = ec2.describe_route_tables(Filters=[{"Name": "tag:Name", "Values": [f"{DEPLOYMENT}-{name}"]}])[
+            "RouteTables"]
+        return {r["DestinationCidrBlock"]: r.get("GatewayId") or r.get("NatGatewayId") for r in table["Routes"]
+                if "DestinationCidrBlock" in r}  # (the S3 endpoint routes by prefix list)
+    assert routes("private")["0.0.0.0/0"] == endpoint
+    assert routes("firewall")["0.0.0.0/0"].startswith("nat-")
+    assert {cidr: routes("public")[cidr] for cidr in ("10.0.0.0/21", "10.0.8.0/21")} == {
+        "10.0.0.0/21": endpoint, "10.0.8.0/21": endpoint}
+    policy = nfw.describe_firewall_policy(FirewallPolicyArn=firewall["Firewall"]["FirewallPolicyArn"])["FirewallPolicy"]
+    assert policy["StatefulDefaultActions"] == ["aws:drop_established"]
+    group = nfw.describe_rule_group(RuleGroupArn=policy["StatefulRuleGroupReferences"][0]["ResourceArn"])["RuleGroup"]
+    source = group["RulesSource"]["RulesSourceList"]
+    assert source["GeneratedRulesType"] == "ALLOWLIST" and source["TargetTypes"] == ["TLS_SNI", "HTTP_HOST"]
+    assert {"beacon.langchain.com", allowed_extra, ".eks.amazonaws.com", f".{REGION}.amazonaws.com"} <= set(
+        source["Targets"])
+
+
+def test_largest_permutation_all_add_ons_reapply_and_destroy(aws, tmp_path, kube_server, monkeypatch):
+    """WAF, access logs, CloudTrail, bastion, DNS and ACM, and the Network Firewall, all at once."""
+    extra = {"tls_certificate_source": "acm", "langsmith_domain": DOMAIN, "create_waf": True,
+             "create_cloudtrail": True, "alb_access_logs_enabled": True, "create_bastion": True,
+             "create_firewall": True}
+    config = write_config(tmp_path / "config.yaml", firewall_allowed_fqdns=["beacon.langchain.com"], **extra)
     assert run_cli("apply", config, "--yes").code == 0
+    assert_egress_through_firewall("beacon.langchain.com")
     lb, _ = our_load_balancer()
     wafv2 = client("wafv2")
     acl = wafv2.get_web_acl_for_resource(ResourceArn=lb["LoadBalancerArn"])["WebACL"]
@@ -165,10 +198,24 @@ def test_add_ons_waf_logs_trail_bastion_and_dns(aws, tmp_path, kube_server):
     assert records[(f"{DOMAIN}.", "A")]["AliasTarget"]["DNSName"].rstrip(".") == lb["DNSName"]
     assert any(kind == "CNAME" for _, kind in records)  # the certificate's validation record
     assert run_cli("verify", config).code == 0
-    assert run_cli("destroy", config, "--yes").code == 0
+
+    recorder = CallRecorder()
+    with monkeypatch.context() as patch:
+        install_session_hooks(patch, **{"before-call": recorder})
+        assert run_cli("apply", config, "--yes").code == 0
+    assert recorder.mutating == []  # the vpc step leaves the firewall's route alone
+
+    widened = write_config(tmp_path / "config.yaml", firewall_allowed_fqdns=["beacon.langchain.com", "api.openai.com"],
+                           **extra)
+    assert run_cli("apply", widened, "--yes").code == 0
+    assert_egress_through_firewall("api.openai.com")
+
+    (tmp_path / "state" / f"{DEPLOYMENT}.json").unlink()  # lost state: destroy finds it all by name and tags
+    assert run_cli("destroy", widened, "--yes").code == 0
     assert census(DEPLOYMENT) == {}
     assert client("cloudtrail").describe_trails()["trailList"] == []
     assert wafv2.list_web_acls(Scope="REGIONAL")["WebACLs"] == []
+    assert client("network-firewall").list_firewalls()["Firewalls"] == []
 
 
 def test_staged_dns_certificate_then_https(aws, tmp_path):
