@@ -150,6 +150,9 @@ def run_sandboxed(args, config, stdin, stdout, stderr) -> int:
         sandbox.stop(directory)
         say("destroy complete; the simulator is stopped.\n")
     elif args.command == "apply" and code == 0:
+        url = StateStore(backend, config.deployment).outputs("langsmith").get("url")
+        if url:
+            say(f"LangSmith would answer at {url} (simulated: nothing listens there)\n")
         say(f"next, each as its own command: python -m provisioner status|verify|plan|outputs|destroy "
             f"{args.config}\n")
     return code

@@ -71,6 +71,7 @@ def test_readme_sandbox_commands_work_end_to_end_as_separate_processes(tmp_path)
     for step in ("vpc", "eks", "firewall", "k8s_bootstrap", "langsmith"):
         assert re.search(rf"\] {step} +created in", applied.stdout), step
     assert "helm upgrade --install langsmith (standin-0.1.0)" in applied.stdout
+    assert "LangSmith would answer at http://sandbox-demo-alb" in applied.stdout
     info = json.loads((directory / "sandbox.json").read_text())
     assert simulator_processes(directory) == [info["pid"]]
 
