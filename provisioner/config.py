@@ -130,6 +130,11 @@ class Config(dict):
         return f"{self['name_prefix']}-{self['environment']}"
 
     @property
+    def cluster_name(self) -> str:
+        """The EKS cluster's name; subnets are tagged for it before it exists."""
+        return f"{self.deployment}-eks"
+
+    @property
     def gateway(self) -> str:
         """alb, nginx, envoy or istio: what serves traffic behind the load balancer."""
         for key, name in zip(GATEWAY_KEYS, ("nginx", "envoy", "istio")):

@@ -51,7 +51,7 @@ class StepContext:
         if self._cluster is None:
             from .helm import Helm
             from .kube import Kube, connect
-            connection = connect(self.config, self.aws, f"{self.config.deployment}-eks")
+            connection = connect(self.config, self.aws, self.config.cluster_name)
             self._cluster = (Kube(connection.api, self._count_cluster_change),
                              Helm(connection.kubeconfig, connection.context, on_change=self._count_cluster_change))
         return self._cluster

@@ -219,7 +219,7 @@ class Alb(Step):
         ctx.record("target_group", None)
         alb_group = ctx.state.step(self.name).get("physical_ids", {}).get("security_group/alb-sg")
         for group in ec2.describe_security_groups(Filters=[{"Name": "tag:aws:eks:cluster-name",
-                                                            "Values": [f"{cfg.deployment}-eks"]}])["SecurityGroups"]:
+                                                            "Values": [cfg.cluster_name]}])["SecurityGroups"]:
             stale = [p for p in group.get("IpPermissions", []) if any(
                 g.get("Description") == NODE_RULE or g.get("GroupId") == alb_group for g in p.get("UserIdGroupPairs", []))]
             if stale:

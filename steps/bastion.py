@@ -14,7 +14,6 @@ from ._iam import delete_role, ensure_role, trust
 from ._network import delete_security_group, ensure_security_group, security_group_findings
 from .base import Finding, Step, register
 from .eks import CLUSTER_ADMIN_POLICY, ensure_access_entry
-from .vpc import cluster_name
 
 ROLE = "bastion"
 SSM_POLICY = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
@@ -44,7 +43,7 @@ class Bastion(Step):
         role = ensure_role(ctx, ROLE, trust("ec2.amazonaws.com"), [SSM_POLICY], "LangSmith bastion (SSM, kubectl)", {
             "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "eks:DescribeCluster",
                                                     "Resource": f"arn:aws:eks:{cfg['region']}:{account}:cluster/"
-                                                                f"{cluster_name(cfg)}"}]})
+                                                                f"{cfg.cluster_name}"}]})
         profile = ctx.name(ROLE)
         found = if_exists(iam.get_instance_profile, InstanceProfileName=profile)
         if found is None:
@@ -58,7 +57,7 @@ class Bastion(Step):
         subnet = (vpc["public_subnet_ids"] if ssh else vpc["private_subnet_ids"])[0]
         instance_id = ctx.ensure("instance", lambda: (find_instance(ctx) or {}).get("InstanceId"),
                                  lambda: self._launch(ctx, profile, group, subnet, bool(ssh)))
-        ensure_access_entry(ctx, cluster_name(cfg), role, CLUSTER_ADMIN_POLICY, "access_entry/bastion")
+        ensure_access_entry(ctx, cfg.cluster_name, role, CLUSTER_ADMIN_POLICY, "access_entry/bastion")
         return {"instance_id": instance_id, "role_arn": role, "security_group_id": group,
                 "ssm_start_session_command": f"aws ssm start-session --target {instance_id} --region {cfg['region']}"}
 
@@ -107,7 +106,7 @@ class Bastion(Step):
             wait_until(lambda: find_instance(ctx) is None, what="bastion to terminate", expected_seconds=60,
                        timeout_seconds=900, progress=ctx.progress)
         ctx.record("instance", None)
-        eks, cluster = ctx.client("eks"), cluster_name(ctx.config)
+        eks, cluster = ctx.client("eks"), ctx.config.cluster_name
         role = f"arn:aws:iam::{ctx.aws.account_id()}:role/{ctx.name(ROLE)}"
         if if_exists(eks.describe_cluster, name=cluster):
             if_exists(eks.delete_access_entry, clusterName=cluster, principalArn=role)

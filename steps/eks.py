@@ -18,7 +18,6 @@ from ._iam import delete_role, ensure_role, irsa_trust, trust
 from provisioner.waiting import wait_until
 
 from .base import Finding, Step, register
-from .vpc import cluster_name
 
 LOG_TYPES = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 CLUSTER_POLICIES = ["arn:aws:iam::aws:policy/AmazonEKSClusterPolicy"]
@@ -82,7 +81,7 @@ class Eks(Step):
 
     def create(self, ctx) -> dict:
         eks, cfg, vpc = ctx.client("eks"), ctx.config, ctx.upstream("vpc")
-        cluster = cluster_name(cfg)
+        cluster = cfg.cluster_name
         cluster_role = ensure_role(ctx, "eks-cluster", trust("eks.amazonaws.com"), CLUSTER_POLICIES,
                                    "EKS control plane")
         node_role = ensure_role(ctx, "eks-node", trust("ec2.amazonaws.com"), NODE_POLICIES, "EKS worker nodes")
@@ -156,7 +155,7 @@ class Eks(Step):
             "load-balancer-controller": ("kube-system", "aws-load-balancer-controller", [],
                                          policies.load_balancer_controller()),
             "cluster-autoscaler": ("kube-system", "cluster-autoscaler", [],
-                                   policies.cluster_autoscaler(cluster_name(cfg))),
+                                   policies.cluster_autoscaler(cfg.cluster_name)),
             "external-secrets": ("external-secrets", "external-secrets", [],
                                  policies.external_secrets(cfg["region"], ctx.aws.account_id(), cfg.ssm_prefix)),
         }
@@ -185,7 +184,7 @@ class Eks(Step):
 
     def verify(self, ctx) -> list[Finding]:
         eks, cfg = ctx.client("eks"), ctx.config
-        cluster = cluster_name(cfg)
+        cluster = cfg.cluster_name
         described = describe_cluster(eks, cluster)
         if described is None:
             return [Finding(f"EKS cluster {cluster}", "missing", missing=True)]
@@ -220,7 +219,7 @@ class Eks(Step):
 
     def destroy(self, ctx) -> None:
         eks, cfg = ctx.client("eks"), ctx.config
-        cluster = cluster_name(cfg)
+        cluster = cfg.cluster_name
         described = describe_cluster(eks, cluster)
         if described is not None:
             for addon in eks.list_addons(clusterName=cluster)["addons"]:

@@ -21,7 +21,6 @@ from provisioner.kube import ClusterMissing
 from provisioner.waiting import wait_until
 
 from .base import Finding, Step, register
-from .vpc import cluster_name
 
 NAMESPACE = "langsmith"
 IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
@@ -143,7 +142,7 @@ class K8sBootstrap(Step):
         try:
             kube, helm = ctx.cluster()
         except ClusterMissing:
-            return [Finding(f"cluster {cluster_name(ctx.config)}", "not there yet", missing=True)]
+            return [Finding(f"cluster {ctx.config.cluster_name}", "not there yet", missing=True)]
         findings = []
         nodes = kube.list("v1", "Node")
         ready = [n for n in nodes if any(c.get("type") == "Ready" and c.get("status") == "True"

@@ -19,11 +19,6 @@ MAX_ZONES = 3
 NAT_EXPECTED_SECONDS = 90
 
 
-def cluster_name(config) -> str:
-    """The EKS cluster's name; also how the vpc step tags subnets for it."""
-    return f"{config.deployment}-eks"
-
-
 def subnet_layout(cidr: str, zones: int) -> tuple[list[str], list[str]]:
     """Private blocks first, public from the sixth block on (10.0.0.0/21... and 10.0.40.0/21... in a /16)."""
     blocks = network_blocks(cidr)
@@ -48,7 +43,7 @@ class Vpc(Step):
                 ec2.modify_vpc_attribute(VpcId=vpc_id, **{attribute: {"Value": True}})
 
         private_cidrs, public_cidrs = subnet_layout(ctx.config["vpc_cidr"], len(zones))
-        cluster_tag = {f"kubernetes.io/cluster/{cluster_name(ctx.config)}": "shared"}
+        cluster_tag = {f"kubernetes.io/cluster/{ctx.config.cluster_name}": "shared"}
         private, public = [], []
         for zone, private_cidr, public_cidr in zip(zones, private_cidrs, public_cidrs):
             private.append(ensure_subnet(ctx, vpc_id, f"private-{zone}", zone, private_cidr,
