@@ -5,6 +5,7 @@ file; public access blocked; SSE-S3; emptied (every version) before deletion."""
 from __future__ import annotations
 
 import hashlib
+import json
 
 from botocore.exceptions import ClientError
 
@@ -53,6 +54,17 @@ def read_setting(s3, bucket: str, call, extract, absent: tuple[str, ...]):
         if error_code(exc) in absent:
             return None
         raise
+
+
+def bucket_policy_of(s3, bucket: str) -> dict | None:
+    """The bucket's policy as a dict; None when it has none or the bucket is gone."""
+    return read_setting(s3, bucket, s3.get_bucket_policy, lambda r: json.loads(r["Policy"]),
+                        ("NoSuchBucketPolicy", "NoSuchBucket", "404"))
+
+
+def ensure_bucket_policy(s3, bucket: str, policy: dict) -> None:
+    if bucket_policy_of(s3, bucket) != policy:
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
 
 
 def ensure_private_bucket(ctx, key: str, bucket: str, resource: str) -> None:

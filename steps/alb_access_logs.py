@@ -3,9 +3,7 @@ Load Balancing may write to, under alb/AWSLogs/<account>/. The alb step turns lo
 
 from __future__ import annotations
 
-import json
-
-from ._buckets import derived_name, empty_and_delete, ensure_private_bucket, read_setting
+from ._buckets import bucket_policy_of, derived_name, empty_and_delete, ensure_bucket_policy, ensure_private_bucket
 from .base import Finding, Step, register
 
 # Regions that predate the log-delivery service principal deliver as this ELB account.
@@ -43,15 +41,12 @@ class AlbAccessLogs(Step):
         bucket = derived_name(ctx, "alb-logs")
         ensure_private_bucket(ctx, "bucket", bucket, "alb-logs")
         policy = bucket_policy(bucket, ctx.aws.account_id(), ctx.config["region"])
-        if read_setting(s3, bucket, s3.get_bucket_policy, lambda r: json.loads(r["Policy"]),
-                        ("NoSuchBucketPolicy",)) != policy:
-            s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+        ensure_bucket_policy(s3, bucket, policy)
         return {"bucket_name": bucket, "prefix": "alb"}
 
     def verify(self, ctx) -> list[Finding]:
         s3, bucket = ctx.client("s3"), derived_name(ctx, "alb-logs")
-        policy = read_setting(s3, bucket, s3.get_bucket_policy, lambda r: json.loads(r["Policy"]),
-                              ("NoSuchBucketPolicy", "NoSuchBucket", "404"))
+        policy = bucket_policy_of(s3, bucket)
         if policy is None:
             return [Finding(f"bucket {bucket}", "missing or without its log-delivery policy", missing=True)]
         ctx.fact(f"access logs to bucket {bucket}")

@@ -3,11 +3,9 @@ own private bucket whose policy lets only this trail write."""
 
 from __future__ import annotations
 
-import json
-
 from provisioner.aws import if_exists
 
-from ._buckets import derived_name, empty_and_delete, ensure_private_bucket, read_setting
+from ._buckets import derived_name, empty_and_delete, ensure_bucket_policy, ensure_private_bucket
 from .base import Finding, Step, register
 
 
@@ -44,9 +42,7 @@ class CloudTrail(Step):
         name = trail_name(cfg)
         arn = f"arn:aws:cloudtrail:{cfg['region']}:{ctx.aws.account_id()}:trail/{name}"
         policy = bucket_policy(bucket, arn, ctx.aws.account_id())
-        if read_setting(s3, bucket, s3.get_bucket_policy, lambda r: json.loads(r["Policy"]),
-                        ("NoSuchBucketPolicy",)) != policy:
-            s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+        ensure_bucket_policy(s3, bucket, policy)
         trail = self._find(cloudtrail, name)
         if trail is None:
             trail = cloudtrail.create_trail(Name=name, S3BucketName=bucket, IsMultiRegionTrail=True,
