@@ -37,6 +37,11 @@ class StepContext:
         if physical_id and before != physical_id:
             self.events.emit("resource", self.step, f"{key}: {physical_id}", key=key, id=physical_id)
 
+    def forget_all(self) -> None:
+        """After a destroy: the step owns nothing any more."""
+        for key in list(self.state.step(self.step).get("physical_ids", {})):
+            self.record(key, None)
+
     def ensure(self, key: str, find, create) -> str:
         """Adopt what already exists (found by name or ownership tags), else create it;
         either way the physical ID is in the state before the step goes on."""

@@ -17,9 +17,9 @@ while the load balancer controller still runs to deregister the targets.
 from __future__ import annotations
 
 from provisioner.charts import chart_source
-from provisioner.helm import remembered
 from provisioner.kube import ClusterMissing
 
+from ._releases import install_release, uninstall_releases
 from .alb import TARGETS
 from .base import Finding, Step, register
 from .k8s_bootstrap import NAMESPACE
@@ -118,14 +118,9 @@ class Ingress(Step):
         kube, helm = ctx.cluster()
         cfg = ctx.config
         values = release_values(cfg)
-        installed, before = {}, ctx.state.outputs(self.name)
         listed = helm.all_releases() if RELEASES.get(cfg.gateway) else {}
-        for release in RELEASES.get(cfg.gateway, []):
-            source = chart_source(cfg, release)
-            done = helm.ensure(release, source, values[release], ctx.progress, listed, remembered(before, release))
-            ctx.record(f"release/{release}", f"{source.namespace}/{release}")
-            installed[release] = {"namespace": source.namespace,
-                                  "chart": f"{source.chart_name}-{source.pinned_version}", **done}
+        installed = {release: install_release(ctx, helm, release, values[release], listed)
+                     for release in RELEASES.get(cfg.gateway, [])}
         for obj in gateway_objects(ctx):
             kube.apply(obj)
             ctx.record(f"{obj['kind'].lower()}/{obj['metadata']['name']}", obj["metadata"]["name"])
@@ -177,10 +172,5 @@ class Ingress(Step):
                 ("cert-manager.io/v1", "Certificate", TLS_SECRET, "istio-system"),
                 ("cert-manager.io/v1", "ClusterIssuer", LETSENCRYPT_ISSUER, None)):
             kube.delete(api, kind, name, namespace)
-        installed = {r["name"]: r["namespace"] for r in helm.releases()}
-        for release in [r for releases in RELEASES.values() for r in reversed(releases)]:
-            if release in installed:
-                ctx.progress(f"helm uninstall {release}")
-                helm.uninstall(release, installed[release])
-        for key in list(ctx.state.step(self.name).get("physical_ids", {})):
-            ctx.record(key, None)
+        uninstall_releases(ctx, helm, [r for releases in RELEASES.values() for r in reversed(releases)])
+        ctx.forget_all()

@@ -15,11 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from provisioner.aws import attributed_to
 from provisioner.charts import DEFAULT_CHARTS, chart_source
-from provisioner.helm import remembered
 from provisioner.errors import StepError
 from provisioner.kube import ClusterMissing
 from provisioner.waiting import wait_until
 
+from ._releases import install_release, uninstall_releases
 from .base import Finding, Step, register
 
 NAMESPACE = "langsmith"
@@ -102,15 +102,11 @@ class K8sBootstrap(Step):
             kube.apply({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
                         "metadata": {"name": "gp2", "annotations": {DEFAULT_CLASS: "false"}}})
         values = release_values(ctx)
-        releases, listed, before = {}, helm.all_releases(), ctx.state.outputs(self.name)
+        releases, listed = {}, helm.all_releases()
 
         def install(release: str) -> None:
             with attributed_to(self.name):  # pool threads: calls still count for this step
-                source = chart_source(ctx.config, release)
-                done = helm.ensure(release, source, values[release], ctx.progress, listed, remembered(before, release))
-            ctx.record(f"release/{release}", f"{source.namespace}/{release}")
-            releases[release] = {"namespace": source.namespace, "chart": f"{source.chart_name}-{source.pinned_version}",
-                                 **done}
+                releases[release] = install_release(ctx, helm, release, values[release], listed)
 
         install(FIRST_RELEASE)
         with ThreadPoolExecutor(max_workers=len(PARALLEL_RELEASES)) as pool:
@@ -179,8 +175,7 @@ class K8sBootstrap(Step):
             ctx.progress("no cluster: nothing to remove inside it")
         else:
             self._teardown_in_cluster(ctx, kube, helm)
-        for key in list(ctx.state.step(self.name).get("physical_ids", {})):
-            ctx.record(key, None)
+        ctx.forget_all()
 
     @staticmethod
     def _teardown_in_cluster(ctx, kube, helm) -> None:
@@ -188,11 +183,7 @@ class K8sBootstrap(Step):
         kube.delete("external-secrets.io/v1", "ClusterSecretStore", SECRET_STORE)
         if kube.delete("apiregistration.k8s.io/v1", "APIService", KEDA_APISERVICE):
             ctx.progress(f"deleted APIService {KEDA_APISERVICE} (a stale one blocks namespace deletion)")
-        installed = {r["name"]: r["namespace"] for r in helm.releases()}
-        for release in UNINSTALL_ORDER:
-            if release in installed:
-                ctx.progress(f"helm uninstall {release}")
-                helm.uninstall(release, installed[release])
+        uninstall_releases(ctx, helm, UNINSTALL_ORDER)
         namespaces = sorted({NAMESPACE, "langsmith-agents", *(c.namespace for c in DEFAULT_CHARTS.values())}
                             - {"kube-system"})
         for namespace in namespaces:

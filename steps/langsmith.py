@@ -11,11 +11,11 @@ langsmith-config.
 from __future__ import annotations
 
 from provisioner.charts import chart_source
-from provisioner.helm import remembered
 from provisioner.errors import StepError
 from provisioner.kube import ClusterMissing
 from provisioner.waiting import wait_until
 
+from ._releases import install_release
 from .base import Finding, Step, register
 from .k8s_bootstrap import CONFIG_SECRET, IRSA_ANNOTATION, NAMESPACE, SECRET_STORE
 from .ingress import GATEWAY_NAME
@@ -147,14 +147,10 @@ class Langsmith(Step):
                                         for e in connection_secrets(ctx)), "connection secrets from SSM", 120)
         if cfg["enable_split_dataplane"]:
             kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "langsmith-agents"}})
-        source = chart_source(cfg, RELEASE)
-        done = helm.ensure(RELEASE, source, langsmith_values(ctx), ctx.progress,
-                           previous=remembered(ctx.state.outputs(self.name), RELEASE))
-        ctx.record(f"release/{RELEASE}", f"{NAMESPACE}/{RELEASE}")
+        release = install_release(ctx, helm, RELEASE, langsmith_values(ctx))
         self._wait_for(ctx, lambda: not self._not_ready(kube), "LangSmith jobs and deployments", READY_SECONDS)
         return {"url": url(ctx), "hostname": hostname(ctx), "release": RELEASE, "namespace": NAMESPACE,
-                "chart": f"{source.chart_name}-{source.pinned_version}", "admin_email": admin_email(cfg),
-                "releases": {RELEASE: {"namespace": NAMESPACE, **done}},
+                "chart": release["chart"], "admin_email": admin_email(cfg), "releases": {RELEASE: release},
                 "admin_password_parameter": cfg.ssm_prefix + "langsmith-admin-password"}
 
     @staticmethod
@@ -215,5 +211,4 @@ class Langsmith(Step):
             ctx.progress(f"helm uninstall {RELEASE}")
         for name in ("langsmith-postgres", "langsmith-redis"):
             kube.delete("external-secrets.io/v1", "ExternalSecret", name, NAMESPACE)
-        for key in list(ctx.state.step(self.name).get("physical_ids", {})):
-            ctx.record(key, None)
+        ctx.forget_all()

@@ -213,8 +213,7 @@ class Vpc(Step):
             self._destroy_vpc(ctx, ec2, vpc["VpcId"])
         for address in ec2.describe_addresses(Filters=ctx.tags.ec2_filters())["Addresses"]:
             ec2.release_address(AllocationId=address["AllocationId"])
-        for key in list(ctx.state.step(self.name).get("physical_ids", {})):
-            ctx.record(key, None)
+        ctx.forget_all()
 
     def _destroy_vpc(self, ctx, ec2, vpc_id: str) -> None:
         in_vpc = [{"Name": "vpc-id", "Values": [vpc_id]}]
