@@ -11,7 +11,8 @@ groups, policies or deletes at all. This double, on moto's own response class:
 - firewalls: create refuses an unknown policy and places one endpoint per subnet
   mapping in EC2 (a Gateway Load Balancer endpoint, so routes can target it, as the
   firewall's endpoints in AWS); the first describe answers PROVISIONING, later ones
-  READY with the endpoints in SyncStates; delete answers DELETING once, then the
+  READY with the endpoints in SyncStates (once READY_AFTER_SECONDS have passed: the
+  sandbox's latency scaling sets it); delete answers DELETING once, then the
   firewall and its endpoints are gone. Delete protection is honoured.
 
 - EC2 ReplaceRoute: moto drops VpcEndpointId (and keeps a replaced route's old endpoint).
@@ -23,6 +24,7 @@ Not modelled: traffic inspection itself (nothing flows through the simulator).
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 from moto.core.exceptions import JsonRESTError
@@ -30,6 +32,9 @@ from moto.ec2.models import ec2_backends
 from moto.ec2.responses.route_tables import RouteTables
 from moto.networkfirewall import models as nfw_models
 from moto.networkfirewall import responses as nfw_responses
+
+
+READY_AFTER_SECONDS = 0.0
 
 
 class _NotFound(JsonRESTError):
@@ -199,6 +204,7 @@ def _create_firewall(self):
                                                                 "Status": "READY"}}
     firewall.firewall_status = {"Status": "PROVISIONING", "ConfigurationSyncStateSummary": "PENDING"}
     firewall.simulated_sync_states = sync_states
+    firewall.simulated_born = time.monotonic()
     return json.dumps({"Firewall": nfw_responses._firewall(firewall), "FirewallStatus": firewall.firewall_status})
 
 
@@ -208,7 +214,8 @@ def _describe_firewall(self):
     if firewall.arn in store["deleting"]:
         _remove_firewall(self, firewall)
         raise _NotFound(f"firewall {firewall.firewall_name}")
-    if firewall.arn in store["firewall_seen"] and firewall.firewall_status["Status"] == "PROVISIONING":
+    grown = time.monotonic() - firewall.simulated_born >= READY_AFTER_SECONDS
+    if firewall.arn in store["firewall_seen"] and firewall.firewall_status["Status"] == "PROVISIONING" and grown:
         firewall.firewall_status = {"Status": "READY", "ConfigurationSyncStateSummary": "IN_SYNC",
                                     "SyncStates": firewall.simulated_sync_states}
     store["firewall_seen"].add(firewall.arn)

@@ -306,7 +306,7 @@ def install() -> None:
 
 # Realistic times to create (seconds), as AWS takes them; simulate_latency scales them.
 CREATE_SECONDS = {"eks_cluster": 600, "eks_nodegroup": 240, "rds": 480, "elasticache": 480, "nat_gateway": 90,
-                  "load_balancer": 120}
+                  "load_balancer": 120, "network_firewall": 420}
 _LATENCY_TARGETS = {  # model class, status attribute, in-progress value, ready value
     "eks_cluster": (Cluster, "status", "CREATING", "ACTIVE"),
     "eks_nodegroup": (Nodegroup, "status", "CREATING", "ACTIVE"),
@@ -320,6 +320,7 @@ _LATENCY_TARGETS = {  # model class, status attribute, in-progress value, ready 
 def simulate_latency(scale: float) -> None:
     """Long-running resources report their in-progress status for scale x the realistic
     duration after they are created, then their ready status; other states pass through."""
+    simulated_firewall.READY_AFTER_SECONDS = CREATE_SECONDS["network_firewall"] * scale
     for kind, (cls, attribute, busy, ready) in _LATENCY_TARGETS.items():
         seconds = CREATE_SECONDS[kind] * scale
         stored, born = f"_simulated_{attribute}", "_simulated_born"

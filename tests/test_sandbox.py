@@ -95,7 +95,7 @@ def test_readme_sandbox_commands_work_end_to_end_as_separate_processes(tmp_path)
 def test_any_config_runs_in_the_sandbox_with_latency_showing_progress(tmp_path):
     """--sandbox on a plain config; long-running resources report in-progress states."""
     (tmp_path / "config.yaml").write_text("name_prefix: try\nenvironment: dev\nregion: eu-west-1\n"
-                                          "deploy_langsmith: false\n")
+                                          "deploy_langsmith: false\ncreate_firewall: true\n")
     directory = tmp_path / "state" / "try-dev.json.sandbox"
     try:
         applied = run("python -m provisioner apply config.yaml --sandbox --sandbox-latency 0.004", tmp_path)
@@ -103,6 +103,7 @@ def test_any_config_runs_in_the_sandbox_with_latency_showing_progress(tmp_path):
         assert "latency x0.004" in applied.stdout
         assert re.search(r"\] eks +waiting for EKS cluster try-dev-eks", applied.stdout)
         assert re.search(r"\] postgres +waiting for", applied.stdout)
+        assert re.search(r"\] firewall +waiting for firewall try-dev-fw-egress", applied.stdout)
         shown = run("python -m provisioner sandbox status config.yaml", tmp_path)
         assert "AWS simulator (moto) at http://127.0.0.1:" in shown.stdout
     finally:
