@@ -3,6 +3,7 @@ credentials, against one background simulator; and a failed start leaves nothing
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import re
@@ -56,7 +57,11 @@ def simulator_processes(directory: Path) -> list[int]:
 
 def test_readme_sandbox_commands_work_end_to_end_as_separate_processes(tmp_path):
     commands = readme_sandbox_commands()
-    assert commands[0] == "pip install -e '.[sandbox]'"  # installed already by the test extra
+    assert commands[0] == "pip install -e '.[sandbox]'"  # installed already: the test extra includes it
+    extras = configparser.ConfigParser()
+    extras.read(ROOT / "setup.cfg")
+    assert "moto[server]" in extras["options.extras_require"]["sandbox"]
+    assert "langsmith-aws-provisioner[sandbox]" in extras["options.extras_require"]["test"]
     apply, status, verify, outputs, destroy = commands[1:]
     assert apply == "python -m provisioner apply config/examples/sandbox.yaml"
     shutil.copytree(ROOT / "config", tmp_path / "config")
