@@ -20,6 +20,12 @@ def find_tagged(ctx, method: str, key: str, id_key: str, resource: str, extra_fi
     return found[0][id_key] if found else None
 
 
+def delete_route_table(ec2, table: dict) -> None:
+    for association in table.get("Associations", []):
+        ec2.disassociate_route_table(AssociationId=association["RouteTableAssociationId"])
+    ec2.delete_route_table(RouteTableId=table["RouteTableId"])
+
+
 def ensure_subnet(ctx, vpc_id: str, resource: str, zone: str, cidr: str, extra_tags: dict | None = None) -> str:
     return ctx.ensure(f"subnet/{resource}",
                       lambda: find_tagged(ctx, "describe_subnets", "Subnets", "SubnetId", resource),

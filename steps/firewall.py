@@ -25,7 +25,7 @@ from provisioner.errors import StepError
 from provisioner.reaping import delete_with_retry, explain_vpc
 from provisioner.waiting import wait_until
 
-from ._network import DEFAULT_ROUTE, ensure_route_table, ensure_subnet, find_tagged
+from ._network import DEFAULT_ROUTE, delete_route_table, ensure_route_table, ensure_subnet, find_tagged
 from .base import Finding, Step, register
 
 RULE_GROUP_CAPACITY = 100
@@ -121,10 +121,10 @@ class Firewall(Step):
 
         ec2 = ctx.client("ec2")
         for table_id in vpc["private_route_table_ids"]:
-            self._route(ec2, table_id, DEFAULT_ROUTE, endpoint_id)
+            self._route(ec2, table_id, [DEFAULT_ROUTE], endpoint_id)
         private_cidrs = [s["CidrBlock"] for s in ec2.describe_subnets(SubnetIds=vpc["private_subnet_ids"])["Subnets"]]
-        for cidr in private_cidrs:  # the return path, so the firewall sees both halves of every flow
-            self._route(ec2, vpc["public_route_table_id"], cidr, endpoint_id)
+        # the return path, so the firewall sees both halves of every flow
+        self._route(ec2, vpc["public_route_table_id"], private_cidrs, endpoint_id)
         return {"firewall_arn": firewall["Firewall"]["FirewallArn"], "firewall_endpoint_id": endpoint_id,
                 "firewall_subnet_id": subnet_id, "firewall_policy_arn": policy_arn, "rule_group_arn": group_arn,
                 "allowed_fqdns": allowed_fqdns(cfg)}
@@ -141,13 +141,16 @@ class Firewall(Step):
                           expected_seconds=FIREWALL_EXPECTED_SECONDS, timeout_seconds=1800, progress=ctx.progress)
 
     @staticmethod
-    def _route(ec2, table_id: str, cidr: str, endpoint_id: str) -> None:
-        table = ec2.describe_route_tables(RouteTableIds=[table_id])["RouteTables"][0]
-        route = next((r for r in table["Routes"] if r.get("DestinationCidrBlock") == cidr), None)
-        if route is None:
-            ec2.create_route(RouteTableId=table_id, DestinationCidrBlock=cidr, VpcEndpointId=endpoint_id)
-        elif route.get("GatewayId") != endpoint_id or route.get("State") == "blackhole":
-            ec2.replace_route(RouteTableId=table_id, DestinationCidrBlock=cidr, VpcEndpointId=endpoint_id)
+    def _route(ec2, table_id: str, cidrs: list[str], endpoint_id: str) -> None:
+        """Each CIDR through the endpoint, from one read of the table."""
+        routes = {r.get("DestinationCidrBlock"): r for r in
+                  ec2.describe_route_tables(RouteTableIds=[table_id])["RouteTables"][0]["Routes"]}
+        for cidr in cidrs:
+            route = routes.get(cidr)
+            if route is None:
+                ec2.create_route(RouteTableId=table_id, DestinationCidrBlock=cidr, VpcEndpointId=endpoint_id)
+            elif route.get("GatewayId") != endpoint_id or route.get("State") == "blackhole":
+                ec2.replace_route(RouteTableId=table_id, DestinationCidrBlock=cidr, VpcEndpointId=endpoint_id)
 
     # --- verify ---------------------------------------------------------------------
 
@@ -166,7 +169,7 @@ class Firewall(Step):
             return findings + [Finding(f"firewall {named['firewall']}", "missing", missing=True)]
         endpoints = {a["Attachment"].get("EndpointId") for a in firewall["FirewallStatus"].get("SyncStates", {}).values()}
         ctx.fact(f"firewall {named['firewall']} {firewall['FirewallStatus']['Status']} at {', '.join(sorted(endpoints))}; "
-                 f"{len(rule_group_body(cfg)['RulesSource']['RulesSourceList']['Targets'])} domains allowed")
+                 f"{len(allowed_fqdns(cfg))} domains allowed")
         if firewall["FirewallStatus"]["Status"] != "READY":
             findings.append(Finding(f"firewall {named['firewall']}", f"is {firewall['FirewallStatus']['Status']}"))
         for resource in ("private", "public"):
@@ -219,10 +222,7 @@ class Firewall(Step):
     def _delete_network(ctx, ec2) -> None:
         table_id = find_tagged(ctx, "describe_route_tables", "RouteTables", "RouteTableId", "firewall")
         if table_id:
-            table = ec2.describe_route_tables(RouteTableIds=[table_id])["RouteTables"][0]
-            for association in table.get("Associations", []):
-                ec2.disassociate_route_table(AssociationId=association["RouteTableAssociationId"])
-            ec2.delete_route_table(RouteTableId=table_id)
+            delete_route_table(ec2, ec2.describe_route_tables(RouteTableIds=[table_id])["RouteTables"][0])
         ctx.record("route_table/firewall", None)
         subnet = ec2.describe_subnets(Filters=ctx.tags.ec2_filters("firewall"))["Subnets"]
         if subnet:

@@ -12,7 +12,7 @@ from provisioner.tags import idempotency_token
 from provisioner.reaping import delete_detached_interfaces, delete_endpoints, delete_with_retry, explain_vpc
 from provisioner.waiting import wait_until
 
-from ._network import DEFAULT_ROUTE, ensure_route_table, ensure_subnet, find_tagged
+from ._network import DEFAULT_ROUTE, delete_route_table, ensure_route_table, ensure_subnet, find_tagged
 from .base import Finding, Step, register
 
 MAX_ZONES = 3
@@ -229,9 +229,7 @@ class Vpc(Step):
         for table in ec2.describe_route_tables(Filters=in_vpc)["RouteTables"]:
             if any(a.get("Main") for a in table.get("Associations", [])):
                 continue
-            for association in table.get("Associations", []):
-                ec2.disassociate_route_table(AssociationId=association["RouteTableAssociationId"])
-            ec2.delete_route_table(RouteTableId=table["RouteTableId"])
+            delete_route_table(ec2, table)
         for igw in ec2.describe_internet_gateways(Filters=[{"Name": "attachment.vpc-id", "Values": [vpc_id]}])[
                 "InternetGateways"]:
             ec2.detach_internet_gateway(InternetGatewayId=igw["InternetGatewayId"], VpcId=vpc_id)
