@@ -24,6 +24,8 @@ Small, honest test doubles fill what moto 5.2.5 lacks:
   loaded; attaching any other still fails, as an unknown policy does in AWS.
 - S3: moto keeps a deleted bucket's tags, and a new bucket of the same name shows them.
   Here the tags go with the bucket, as in AWS.
+- RDS: moto gives every DB instance the same DbiResourceId. AWS gives each instance its
+  own, for life (snapshots carry it); here too.
 - Network Firewall rule groups, policies, endpoints and deletes: see simulated_firewall.
 """
 
@@ -247,6 +249,14 @@ def _delete_bucket(self, bucket_name):
     return deleted
 
 
+_original_db_instance_init = DBInstance.__init__
+
+
+def _db_instance_init(self, *args, **kwargs):
+    _original_db_instance_init(self, *args, **kwargs)
+    self.dbi_resource_id = "db-" + uuid.uuid4().hex[:26].upper()
+
+
 _original_create_cluster = EKSBackend.create_cluster
 _original_delete_cluster = EKSBackend.delete_cluster
 
@@ -292,6 +302,7 @@ def install() -> None:
                    "associate_access_policy", "list_associated_access_policies"):
         setattr(eks_responses.EKSResponse, action, globals()[f"_{action}"])
     S3Backend.delete_bucket = _delete_bucket
+    DBInstance.__init__ = _db_instance_init
     EKSBackend.create_cluster = _create_cluster
     EKSBackend.delete_cluster = _delete_cluster
     eks_responses.EKSResponse.create_addon = _create_addon

@@ -138,6 +138,26 @@ class Postgres(Step):
             findings.append(Finding(label, "is publicly accessible"))
         return findings
 
+    @staticmethod
+    def _final_snapshot(ctx, rds, instance: dict) -> dict:
+        """DeleteDBInstance's snapshot arguments. The name carries the time to the second and
+        must be new (DBSnapshotAlreadyExists otherwise): a name already taken by a snapshot of
+        this very instance (an earlier attempt) means it is kept, so none is taken again; one
+        taken by another instance of the same identifier gets a finer stamp."""
+        if ctx.config["postgres_skip_final_snapshot"]:
+            return {"SkipFinalSnapshot": True}
+        now = dt.datetime.now(dt.timezone.utc)
+        for stamp in (now.strftime("%Y%m%d%H%M%S"), now.strftime("%Y%m%d%H%M%S%f")):
+            name = f"{instance['DBInstanceIdentifier']}-final-{stamp}"
+            taken = if_exists(rds.describe_db_snapshots, DBSnapshotIdentifier=name)
+            if not taken:
+                ctx.progress(f"keeping final snapshot {name}")
+                return {"SkipFinalSnapshot": False, "FinalDBSnapshotIdentifier": name}
+            if taken["DBSnapshots"][0].get("DbiResourceId") == instance.get("DbiResourceId"):
+                ctx.progress(f"final snapshot {name} already kept")
+                return {"SkipFinalSnapshot": True}
+        raise StepError(f"final snapshot names for {instance['DBInstanceIdentifier']} are taken; try again")
+
     def destroy(self, ctx) -> None:
         rds, cfg = ctx.client("rds"), ctx.config
         db_id = identifier(cfg)
@@ -145,12 +165,7 @@ class Postgres(Step):
         if instance is not None and instance["DBInstanceStatus"] != "deleting":
             if instance.get("DeletionProtection"):
                 rds.modify_db_instance(DBInstanceIdentifier=db_id, DeletionProtection=False, ApplyImmediately=True)
-            if cfg["postgres_skip_final_snapshot"]:
-                final = {"SkipFinalSnapshot": True}
-            else:
-                stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d%H%M%S")
-                final = {"SkipFinalSnapshot": False, "FinalDBSnapshotIdentifier": f"{db_id}-final-{stamp}"}
-                ctx.progress(f"keeping final snapshot {final['FinalDBSnapshotIdentifier']}")
+            final = self._final_snapshot(ctx, rds, instance)
             delete_with_retry(lambda: rds.delete_db_instance(DBInstanceIdentifier=db_id, **final),
                               f"RDS instance {db_id}", lambda: "", ctx.progress)
         if instance is not None:

@@ -92,3 +92,40 @@ def test_destroy_crash_then_rerun_finishes_the_job(applied, monkeypatch):
     run_until_crash(monkeypatch, 8, "destroy", applied, "--yes")
     assert run_cli("destroy", applied, "--yes").code == 0
     assert census(DEPLOYMENT) == {}
+
+
+class _FrozenClock:
+    """Every destroy in the test sees the same second, as two fast destroys can."""
+    timezone = __import__("datetime").timezone
+
+    class datetime(__import__("datetime").datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 11, 30, 12, 0, 0, 123456, tzinfo=tz)
+
+
+def test_two_destroys_in_one_second_keep_both_final_snapshots(applied, monkeypatch):
+    """The second instance's final snapshot would take the first's name (DBSnapshotAlreadyExists):
+    it gets a finer stamp instead, and the first snapshot is untouched."""
+    monkeypatch.setattr("steps.postgres.dt", _FrozenClock)
+    assert run_cli("destroy", applied, "--yes").code == 0
+    assert run_cli("apply", applied, "--yes").code == 0
+    result = run_cli("destroy", applied, "--yes")
+    assert result.code == 0, result
+    snapshots = boto3.client("rds", region_name=REGION).describe_db_snapshots()["DBSnapshots"]
+    assert sorted(s["DBSnapshotIdentifier"] for s in snapshots) == [
+        "acme-test-pg-final-20261130120000", "acme-test-pg-final-20261130120000123456"]
+    assert len({s["DbiResourceId"] for s in snapshots}) == 2
+
+
+def test_destroy_goes_on_when_its_final_snapshot_was_already_taken(applied, monkeypatch):
+    """An earlier attempt already kept this instance's snapshot under the name: no second one."""
+    monkeypatch.setattr("steps.postgres.dt", _FrozenClock)
+    rds = boto3.client("rds", region_name=REGION)
+    rds.create_db_snapshot(DBInstanceIdentifier="acme-test-pg", DBSnapshotIdentifier="acme-test-pg-final-20261130120000")
+    result = run_cli("destroy", applied, "--yes")
+    assert result.code == 0, result
+    assert "already kept" in result.out
+    assert [s["DBSnapshotIdentifier"] for s in rds.describe_db_snapshots()["DBSnapshots"]] == [
+        "acme-test-pg-final-20261130120000"]
+    assert census(DEPLOYMENT) == {}
