@@ -13,7 +13,7 @@ import sys
 import uuid
 
 from . import config as config_module
-from . import kube, preflight, sandbox
+from . import kube, preflight
 from . import graph as step_graph
 from . import aws as aws_api
 from .aws import Aws
@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None, stdin=None, stdout=None, stderr=None) ->
 def run_sandboxed(args, config, stdin, stdout, stderr) -> int:
     """The same command against the deployment's simulator (started on demand), every
     printed line marked as simulation; destroy stops the simulator once it has finished."""
+    from .simulation import sandbox  # the only door into the simulation
     if config["state"].get("backend") == "s3":
         raise UserError("--sandbox: the sandbox keeps its state in a local file; drop `state: {backend: s3}` "
                         "or --sandbox")

@@ -36,9 +36,9 @@ def main(argv=None) -> int:
 
     import yaml
 
-    from provisioner import simulator
+    from provisioner.simulation import aws as simulator
     from provisioner.charts import HELM_RELEASES
-    from provisioner.helm_download import fetch as fetch_helm
+    from provisioner.simulation.helm_download import fetch as fetch_helm
     os.environ["PATH"] = f"{fetch_helm().parent}{os.pathsep}{os.environ['PATH']}"
     server, url = simulator.start_server()
     simulator.simulate_latency(args.scale)
@@ -79,7 +79,7 @@ STEP_WAITS = {"vpc": ["nat_gateway"], "eks": ["eks_cluster", "eks_nodegroup"], "
 
 
 def simulated_seconds(step: str, scale: float) -> float:
-    from provisioner.simulator import CREATE_SECONDS
+    from provisioner.simulation.aws import CREATE_SECONDS
     return sum(CREATE_SECONDS[kind] for kind in STEP_WAITS.get(step, [])) * scale
 
 

@@ -12,10 +12,10 @@ import pytest
 import requests
 
 os.environ.setdefault("MOTO_ACM_VALIDATION_WAIT", "1")  # moto issues requested certificates after this many seconds
-from provisioner import simulator  # noqa: E402 (moto reads the setting at import)
+from provisioner.simulation import aws as simulator  # noqa: E402 (moto reads the setting at import)
 from provisioner.charts import HELM_RELEASES
-from provisioner.fakekube import FakeKubeServer
-from provisioner.helm_download import fetch as fetch_helm
+from provisioner.simulation.fakekube import FakeKubeServer
+from provisioner.simulation.helm_download import fetch as fetch_helm
 
 REGION = "us-east-1"
 LICENSE = "lic-TEST-0000-very-secret-license"

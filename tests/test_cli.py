@@ -149,3 +149,18 @@ def test_a_failure_stops_new_steps_from_starting(aws, tmp_path, monkeypatch):
                                        "ingress", "langsmith"}
     state = json.loads((tmp_path / "state" / f"{DEPLOYMENT}.json").read_text())["steps"]
     assert state["secrets"]["status"] == "failed" and "postgres" not in state
+
+
+def test_the_real_path_never_imports_the_simulation(tmp_path):
+    """Loading the CLI and every step, and running a command on a real config, imports
+    neither the simulation package nor moto."""
+    import subprocess
+    import sys
+    config = tmp_path / "config.yaml"
+    config.write_text("name_prefix: acme\nregion: us-east-1\n")
+    probe = ("import sys; from provisioner.cli import main; import steps; "
+             f"main(['graph', {str(config)!r}]); "
+             "print(sorted(m for m in sys.modules if m.startswith(('provisioner.simulation', 'moto'))))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -17,7 +17,7 @@ import yaml
 
 from provisioner import kube
 from provisioner.charts import HELM_RELEASES
-from provisioner.fakekube import STANDIN_CHART
+from provisioner.simulation.fakekube import STANDIN_CHART
 from tests.census import cluster_census
 from tests.conftest import LICENSE, REGION, run_cli, write_config
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import sandbox
+from provisioner.simulation import sandbox
 from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +50,7 @@ def simulator_processes(directory: Path) -> list[int]:
                 status = (entry / "status").read_text()
             except OSError:
                 continue
-            if "provisioner.sandbox" in cmdline and str(directory) in cmdline and "State:\tZ" not in status:
+            if "provisioner.simulation.sandbox" in cmdline and str(directory) in cmdline and "State:\tZ" not in status:
                 found.append(int(entry.name))
     return found
 

@@ -28,7 +28,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import SandboxError
+from ..errors import SandboxError
 
 PREFIX = "[sandbox] "
 START_TIMEOUT_SECONDS = 60
@@ -100,7 +100,7 @@ def _answers(url: str) -> bool:
 def _is_simulator(pid: int) -> bool:
     """Guard against a recycled pid before signalling it (where /proc tells)."""
     try:
-        return b"provisioner.sandbox" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"provisioner.simulation.sandbox" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return not Path("/proc").is_dir()
 
@@ -128,7 +128,7 @@ def start(directory: Path, region: str, latency: float) -> Sandbox:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / INFO_FILE).unlink(missing_ok=True)
     with open(directory / "sandbox.log", "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "provisioner.sandbox", str(directory), region, str(latency)],
+        process = subprocess.Popen([sys.executable, "-m", "provisioner.simulation.sandbox", str(directory), region, str(latency)],
                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
@@ -170,7 +170,7 @@ def stop(directory: Path) -> bool:
 def pointed_at(sandbox: Sandbox, region: str):
     """The standard AWS environment aimed at the simulator (dummy credentials), helm on
     PATH, waits shrunk to the simulated durations; put back afterwards."""
-    from . import waiting
+    from .. import waiting
     from .helm_download import fetch
     saved, scale = dict(os.environ), waiting.TIME_SCALE
     for key in [k for k in os.environ if k.startswith("AWS_")]:
@@ -191,7 +191,7 @@ def pointed_at(sandbox: Sandbox, region: str):
 def sandboxed(config, sandbox: Sandbox):
     """The config with the cluster reached through the simulator's kubeconfig and every
     chart replaced by the stand-in chart (named as such: standin-0.1.0)."""
-    from .charts import HELM_RELEASES
+    from ..charts import HELM_RELEASES
     from .fakekube import FakeKubeServer
     copy = type(config)(config)
     copy["kubernetes"] = {"kubeconfig": sandbox.kubeconfig}
@@ -214,7 +214,7 @@ def serve(directory: Path, region: str, latency: float) -> None:
     import logging
     os.environ.setdefault("MOTO_ACM_VALIDATION_WAIT", str(max(1, round(300 * latency))))
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    from . import simulator
+    from . import aws as simulator
     if latency:
         simulator.simulate_latency(latency)
     server, endpoint = simulator.start_server()

