@@ -9,9 +9,11 @@
 With letsencrypt, a ClusterIssuer using Route 53 DNS-01 through cert-manager's IRSA role
 (or the issuer named in cert_manager_issuer) and the certificate the gateway serves.
 
-A TargetGroupBinding (target type ip) registers the serving pods in the ALB's target
-group, so the provisioned ALB is the one that serves; it is deleted first on destroy,
-while the load balancer controller still runs to deregister the targets.
+A TargetGroupBinding (target type ip) per target group registers the serving pods in the
+load balancer's target groups (HTTP 80 behind an ALB; TCP 80 and 443 behind the Network
+Load Balancer of the letsencrypt modes), so the provisioned load balancer is the one
+that serves; bindings are deleted first on destroy, while the load balancer controller
+still runs to deregister the targets.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ GATEWAY_NAME = "langsmith-gateway"
 TLS_SECRET = "langsmith-tls"
 LETSENCRYPT_ISSUER = "letsencrypt-prod"
 BINDING = "langsmith-tgb"
+SERVICE_PORTS = (80, 443)
 # Installed in this order (istio: CRDs, control plane, gateway), uninstalled in reverse.
 RELEASES = {"nginx": ["ingress-nginx"], "envoy": ["envoy-gateway"], "istio": ["istio-base", "istiod",
                                                                            "istio-ingressgateway"]}
@@ -101,12 +104,18 @@ def gateway_objects(ctx) -> list[dict]:
     return objects
 
 
-def target_group_binding(ctx) -> dict:
+def binding_name(service_port: int) -> str:
+    return BINDING if service_port == 80 else f"{BINDING}-{service_port}"
+
+
+def target_group_bindings(ctx) -> list[dict]:
+    """One binding per target group the load balancer step made, on the matching Service port."""
     namespace, service, _ = TARGETS[ctx.config.gateway]
-    return {"apiVersion": "elbv2.k8s.aws/v1beta1", "kind": "TargetGroupBinding",
-            "metadata": {"name": BINDING, "namespace": namespace},
-            "spec": {"serviceRef": {"name": service, "port": 80}, "targetType": "ip",
-                     "targetGroupARN": ctx.upstream("alb")["target_group_arn"]}}
+    return [{"apiVersion": "elbv2.k8s.aws/v1beta1", "kind": "TargetGroupBinding",
+             "metadata": {"name": binding_name(int(port)), "namespace": namespace},
+             "spec": {"serviceRef": {"name": service, "port": int(port)}, "targetType": "ip",
+                      "targetGroupARN": arn}}
+            for port, arn in sorted(ctx.upstream("alb").get("target_groups", {}).items())]
 
 
 @register
@@ -124,15 +133,13 @@ class Ingress(Step):
         for obj in gateway_objects(ctx):
             kube.apply(obj)
             ctx.record(f"{obj['kind'].lower()}/{obj['metadata']['name']}", obj["metadata"]["name"])
-        binding = target_group_binding(ctx)
-        namespace = binding["metadata"]["namespace"]
+        namespace, service, _ = TARGETS[cfg.gateway]
         if kube.get("v1", "Namespace", namespace) is None:
             kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-        kube.apply(binding)
-        ctx.record("targetgroupbinding", f"{namespace}/{BINDING}")
-        _, service, port = TARGETS[cfg.gateway]
-        return {"gateway": cfg.gateway, "releases": installed, "target_service": f"{namespace}/{service}",
-                "target_port": port}
+        for binding in target_group_bindings(ctx):
+            kube.apply(binding)
+            ctx.record(f"targetgroupbinding/{binding['metadata']['name']}", f"{namespace}/{binding['metadata']['name']}")
+        return {"gateway": cfg.gateway, "releases": installed, "target_service": f"{namespace}/{service}"}
 
     def verify(self, ctx) -> list[Finding]:
         try:
@@ -147,7 +154,7 @@ class Ingress(Step):
                                         missing=found is None))
             else:
                 ctx.fact(f"release {release} deployed ({found['chart']})")
-        expected = gateway_objects(ctx) + ([target_group_binding(ctx)] if ctx.upstream("alb") else [])
+        expected = gateway_objects(ctx) + target_group_bindings(ctx)
         for obj in expected:
             meta = obj["metadata"]
             if kube.get(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace")) is None:
@@ -162,7 +169,8 @@ class Ingress(Step):
         except ClusterMissing:
             return
         for namespace, _, _ in TARGETS.values():
-            kube.delete("elbv2.k8s.aws/v1beta1", "TargetGroupBinding", BINDING, namespace)
+            for port in SERVICE_PORTS:
+                kube.delete("elbv2.k8s.aws/v1beta1", "TargetGroupBinding", binding_name(port), namespace)
         for api, kind, name, namespace in (
                 ("gateway.networking.k8s.io/v1", "Gateway", GATEWAY_NAME, NAMESPACE),
                 ("networking.istio.io/v1", "Gateway", GATEWAY_NAME, "istio-system"),
