@@ -57,6 +57,7 @@ def bucket_policy(bucket: str, endpoint_id: str, langsmith_role: str) -> dict:
 class Storage(Step):
     name = "storage"
     requires = ("vpc", "eks")  # the bucket policy names the LangSmith IRSA role, trusted by the cluster's OIDC
+    data_loss = "the traces bucket and every trace payload in it"
 
     def create(self, ctx) -> dict:
         s3, ec2, vpc = ctx.client("s3"), ctx.client("ec2"), ctx.upstream("vpc")
