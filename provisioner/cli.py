@@ -13,13 +13,14 @@ import sys
 import uuid
 
 import steps
+from steps._eks_upgrade import version_plan
 
 from . import config as config_module
 from . import kube, preflight
 from . import graph as step_graph
 from . import aws as aws_api
 from .aws import Aws
-from .errors import LockHeld, SandboxError, UserError
+from .errors import LockHeld, SandboxError, StepError, UserError
 from .events import Events
 from .orchestrator import Orchestrator
 from .remote_state import LEASE_SECONDS, S3Backend, StateFenced
@@ -240,6 +241,7 @@ def cmd_apply(args, config, backend, stdin, stdout) -> int:
     state = StateStore(backend, config.deployment)  # a bad state file stops us before any question
     removed = step_graph.removals(config, state.all_steps())
     _refuse_data_loss(removed, args.allow_data_loss)
+    _refuse_downgrade(config, state)
     waves = step_graph.waves(step_graph.build(config))
     order = " -> ".join(", ".join(wave) for wave in waves)
     removing = (f"\nremove (no longer enabled by the config, destroyed in reverse order): {', '.join(removed)}"
@@ -247,6 +249,16 @@ def cmd_apply(args, config, backend, stdin, stdout) -> int:
     _confirm(args, stdin, stdout, f"apply {config.deployment} in {config['region']}: steps {order}{removing}\n"
              "(run `plan` first for the per-resource changes)")
     return _run_with_lock(args, config, backend, stdout, lambda orch: orch.apply())
+
+
+def _refuse_downgrade(config, state) -> None:
+    """EKS cannot go back a Kubernetes version: refused from the state, before any change."""
+    running = state.outputs("eks").get("kubernetes_version")
+    if running:
+        try:
+            version_plan(running, config["eks_cluster_version"])
+        except StepError as exc:
+            raise UserError(f"eks_cluster_version: {exc}") from None
 
 
 def _refuse_data_loss(removed: list[str], allowed: bool) -> None:

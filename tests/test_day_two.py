@@ -93,3 +93,107 @@ def test_apply_never_deletes_data_unless_told(aws, tmp_path):
             for s in rds.describe_db_snapshots()["DBSnapshots"]] == [True]
     assert run_cli("destroy", config, "--yes").code == 0
     assert census(DEPLOYMENT) == {}
+
+
+def release_revisions(kube_server) -> dict[str, int]:
+    """Each helm release's latest revision, read from helm's own release Secrets in the cluster."""
+    latest: dict[str, int] = {}
+    for secret in kube_server.cluster.items("", "secrets"):
+        labels = secret["metadata"].get("labels", {})
+        if labels.get("owner") == "helm":
+            latest[labels["name"]] = max(latest.get(labels["name"], 0), int(labels["version"]))
+    return latest
+
+
+def eks_history():
+    """The update history the EKS double keeps (what AWS's ListUpdates/DescribeUpdate would show)."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.eks.models import eks_backends
+    from provisioner.simulation.eks_versions import history
+    return history(eks_backends[DEFAULT_ACCOUNT_ID][REGION])
+
+
+def test_kubernetes_upgrade_walks_one_minor_version_at_a_time(aws, tmp_path, kube_server, monkeypatch):
+    config = write_config(tmp_path / "config.yaml", eks_cluster_version="1.32")
+    assert run_cli("apply", config, "--yes").code == 0
+    eks = client("eks")
+    addon_before = eks.describe_addon(clusterName=f"{DEPLOYMENT}-eks", addonName="aws-ebs-csi-driver")["addon"]
+    revisions_before = release_revisions(kube_server)
+    eks_history().clear()
+
+    config = write_config(tmp_path / "config.yaml", eks_cluster_version="1.34")
+    plan = json.loads(run_cli("plan", config, "--json").out)
+    assert plan["eks"]["action"] == "upgrade" and "1.33, then 1.34" in plan["eks"]["findings"][0]
+    result = run_cli("apply", config, "--yes")
+    assert result.code == 0, result
+    cluster = eks.describe_cluster(name=f"{DEPLOYMENT}-eks")["cluster"]
+    [group] = [eks.describe_nodegroup(clusterName=cluster["name"], nodegroupName=n)["nodegroup"]
+               for n in eks.list_nodegroups(clusterName=cluster["name"])["nodegroups"]]
+    addon = eks.describe_addon(clusterName=cluster["name"], addonName="aws-ebs-csi-driver")["addon"]
+    assert (cluster["version"], group["version"]) == ("1.34", "1.34")
+    versions = eks.describe_addon_versions(addonName="aws-ebs-csi-driver", kubernetesVersion="1.34")["addons"][0]
+    assert addon["addonVersion"] in [v["addonVersion"] for v in versions["addonVersions"]]
+    assert addon["addonVersion"] != addon_before["addonVersion"]
+    assert eks_history() == [("cluster", cluster["name"], "1.32", "1.33"),
+                             ("nodegroup", group["nodegroupName"], "1.32", "1.33"),
+                             ("cluster", cluster["name"], "1.33", "1.34"),
+                             ("nodegroup", group["nodegroupName"], "1.33", "1.34"),
+                             ("addon", "aws-ebs-csi-driver", addon_before["addonVersion"], addon["addonVersion"])]
+    revisions = release_revisions(kube_server)
+    assert {r for r in revisions if revisions[r] != revisions_before[r]} == {"cluster-autoscaler"}  # follows the version
+    reapply_changes_nothing(config, kube_server, monkeypatch)
+
+    lower = write_config(tmp_path / "config.yaml", eks_cluster_version="1.33")
+    refused = run_cli("apply", lower, "--yes")
+    assert refused.code == 2 and "eks_cluster_version" in refused.err and "cannot downgrade" in refused.err
+    assert eks.describe_cluster(name=cluster["name"])["cluster"]["version"] == "1.34"
+
+
+def test_an_upgrade_killed_midway_resumes_where_it_stopped(aws, tmp_path, monkeypatch):
+    from tests.faults import run_until_crash
+    config = write_config(tmp_path / "config.yaml", eks_cluster_version="1.32")
+    assert run_cli("apply", config, "--yes").code == 0
+    eks_history().clear()
+    config = write_config(tmp_path / "config.yaml", eks_cluster_version="1.34")
+    run_until_crash(monkeypatch, 2, "apply", config, "--yes")  # after the node group's first upgrade call
+    assert [h[0] for h in eks_history()] == ["cluster"]
+    assert run_cli("apply", config, "--yes").code == 0
+    assert [(h[0], h[3]) for h in eks_history()[:4]] == [("cluster", "1.33"), ("nodegroup", "1.33"),
+                                                         ("cluster", "1.34"), ("nodegroup", "1.34")]
+
+
+def test_a_new_instance_type_replaces_the_node_group_without_leaving_the_cluster_empty(aws, tmp_path, kube_server,
+                                                                                      monkeypatch):
+    config = write_config(tmp_path / "config.yaml")
+    assert run_cli("apply", config, "--yes").code == 0
+    eks_history().clear()
+    config = write_config(tmp_path / "config.yaml", node_instance_type="m5.2xlarge")
+    plan = json.loads(run_cli("plan", config, "--json").out)
+    assert plan["eks"]["action"] == "replace"
+    result = run_cli("apply", config, "--yes")
+    assert result.code == 0, result
+    eks = client("eks")
+    groups = eks.list_nodegroups(clusterName=f"{DEPLOYMENT}-eks")["nodegroups"]
+    assert groups == [f"{DEPLOYMENT}-m5-2xlarge"]
+    described = eks.describe_nodegroup(clusterName=f"{DEPLOYMENT}-eks", nodegroupName=groups[0])["nodegroup"]
+    assert described["instanceTypes"] == ["m5.2xlarge"] and described["scalingConfig"]["desiredSize"] == 3
+    assert eks_history() == [("create", f"{DEPLOYMENT}-m5-2xlarge"), ("delete", f"{DEPLOYMENT}-default")]
+    reapply_changes_nothing(config, kube_server, monkeypatch)
+    assert run_cli("destroy", config, "--yes").code == 0
+    assert census(DEPLOYMENT) == {}
+
+
+def test_changed_values_upgrade_only_their_release(aws, tmp_path, kube_server, monkeypatch):
+    config = write_config(tmp_path / "config.yaml")
+    assert run_cli("apply", config, "--yes").code == 0
+    before = release_revisions(kube_server)
+    config = write_config(tmp_path / "config.yaml", langsmith_sizing="dev")
+    recorder = CallRecorder()
+    with monkeypatch.context() as patch:
+        install_session_hooks(patch, **{"before-call": recorder})
+        result = run_cli("apply", config, "--yes")
+    assert result.code == 0, result
+    after = release_revisions(kube_server)
+    assert {r: (before[r], after[r]) for r in after if after[r] != before[r]} == {"langsmith": (1, 2)}
+    assert recorder.mutating == []
+    reapply_changes_nothing(config, kube_server, monkeypatch)

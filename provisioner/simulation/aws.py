@@ -26,6 +26,7 @@ Small, honest test doubles fill what moto 5.2.5 lacks:
   Here the tags go with the bucket, as in AWS.
 - RDS: moto gives every DB instance the same DbiResourceId. AWS gives each instance its
   own, for life (snapshots carry it); here too.
+- EKS version updates (cluster, node group, add-on): see eks_versions.
 - Network Firewall rule groups, policies, endpoints and deletes: see simulated_firewall.
 """
 
@@ -48,6 +49,7 @@ from moto.rds.models import DBInstance
 from moto.s3.models import S3Backend
 from moto.server import ThreadedMotoServer
 
+from . import eks_versions
 from . import firewall as simulated_firewall
 
 
@@ -134,12 +136,14 @@ def _create_addon(self):
     arn = f"arn:aws:eks:{self.region}:{self.current_account}:addon/{cluster}/{name}/simulated"
     _addons(self)[(cluster, name)] = {
         "addonName": name, "clusterName": cluster, "status": "ACTIVE", "addonArn": arn,
-        "addonVersion": self._get_param("addonVersion") or "v1.0.0-eksbuild.1",
+        "addonVersion": self._get_param("addonVersion") or eks_versions.default_addon_version(
+            name, self.eks_backend.clusters[cluster].version),
         "serviceAccountRoleArn": self._get_param("serviceAccountRoleArn"), "tags": self._get_param("tags") or {}}
     return json.dumps({"addon": _addons(self)[(cluster, name)]})
 
 
 def _describe_addon(self):
+    eks_versions.settle(self.eks_backend)
     cluster, name = _addon_path(self)
     _known_cluster(self, cluster)
     if (cluster, name) not in _addons(self):
@@ -313,6 +317,7 @@ def install() -> None:
     models.ElastiCacheBackend.delete_cache_subnet_group = _delete_cache_subnet_group
     responses.ElastiCacheResponse.delete_cache_subnet_group = _delete_cache_subnet_group_response
     models.ElastiCacheBackend.describe_replication_groups = _describe_replication_groups
+    eks_versions.install()
 
 
 # Realistic times to create (seconds), as AWS takes them; simulate_latency scales them.
@@ -332,6 +337,7 @@ def simulate_latency(scale: float) -> None:
     """Long-running resources report their in-progress status for scale x the realistic
     duration after they are created, then their ready status; other states pass through."""
     simulated_firewall.READY_AFTER_SECONDS = CREATE_SECONDS["network_firewall"] * scale
+    eks_versions.LATENCY_SCALE = scale
     for kind, (cls, attribute, busy, ready) in _LATENCY_TARGETS.items():
         seconds = CREATE_SECONDS[kind] * scale
         stored, born = f"_simulated_{attribute}", "_simulated_born"
