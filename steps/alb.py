@@ -106,6 +106,7 @@ class Alb(Step):
         self._converge_attributes(ctx, lb_arn)
         arns = {port: self._ensure_target_group(ctx, port, *spec) for port, spec in groups.items()}
         listeners = self._converge_listeners(ctx, lb_arn, arns)
+        self._retire_previous_mode(ctx)
         described = find_load_balancer(elbv2, name)
         zone_id = ctx.upstream("dns").get("zone_id") if cfg["langsmith_domain"] and not cfg["acm_certificate_arn"] else None
         if zone_id:
@@ -113,6 +114,7 @@ class Alb(Step):
         return {"load_balancer_arn": lb_arn, "type": described["Type"], "dns_name": described["DNSName"],
                 "zone_id": described["CanonicalHostedZoneId"], "security_group_id": group_id,
                 "target_groups": {str(port): arn for port, arn in arns.items()},
+                "target_group_names": sorted(name for name, _, _ in groups.values()),
                 "target_ports": {str(port): spec[2] for port, spec in groups.items()},
                 "listeners": listeners, "scheme": cfg["alb_scheme"]}
 
@@ -257,21 +259,13 @@ class Alb(Step):
         return findings
 
     def destroy(self, ctx) -> None:
-        elbv2, cfg, ec2 = ctx.client("elbv2"), ctx.config, ctx.client("ec2")
         for network in (False, True):  # the config may have switched TLS modes since the last apply
-            lb = find_load_balancer(elbv2, load_balancer_name(cfg, network))
-            if lb is not None:
-                for listener in elbv2.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]:
-                    elbv2.delete_listener(ListenerArn=listener["ListenerArn"])
-                elbv2.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
+            self._delete_load_balancer(ctx, load_balancer_name(ctx.config, network))
         ctx.record("load_balancer", None)
-        for name in every_target_group_name(cfg):  # and gateways
-            group = find_target_group(elbv2, name)
-            if group is not None:
-                delete_with_retry(lambda g=group: elbv2.delete_target_group(TargetGroupArn=g["TargetGroupArn"]),
-                                  f"target group {name}", lambda: "", ctx.progress)
+        self._delete_target_groups(ctx, every_target_group_name(ctx.config))  # and gateways
         ctx.record("target_group", None)
         ctx.record("target_group/443", None)
+        elbv2, cfg, ec2 = ctx.client("elbv2"), ctx.config, ctx.client("ec2")
         alb_group = ctx.state.step(self.name).get("physical_ids", {}).get("security_group/alb-sg")
         for group in ec2.describe_security_groups(Filters=[{"Name": "tag:aws:eks:cluster-name",
                                                             "Values": [cfg.cluster_name]}])["SecurityGroups"]:
@@ -280,6 +274,38 @@ class Alb(Step):
             if stale:
                 ec2.revoke_security_group_ingress(GroupId=group["GroupId"], IpPermissions=stale)
         delete_security_group(ctx, "alb-sg")
+
+
+    @staticmethod
+    def _delete_load_balancer(ctx, name: str) -> None:
+        elbv2 = ctx.client("elbv2")
+        lb = find_load_balancer(elbv2, name)
+        if lb is not None:
+            for listener in elbv2.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]:
+                elbv2.delete_listener(ListenerArn=listener["ListenerArn"])
+            elbv2.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
+
+    @staticmethod
+    def _delete_target_groups(ctx, names) -> None:
+        elbv2 = ctx.client("elbv2")
+        for name in names:
+            group = find_target_group(elbv2, name)
+            if group is not None:
+                delete_with_retry(lambda g=group: elbv2.delete_target_group(TargetGroupArn=g["TargetGroupArn"]),
+                                  f"target group {name}", lambda: "", ctx.progress)
+
+    def _retire_previous_mode(self, ctx) -> None:
+        """After a switch of TLS mode or gateway: the other kind of load balancer and the
+        target groups this mode does not use go (the new ones already serve)."""
+        cfg, previous = ctx.config, ctx.state.outputs(self.name)
+        wanted_type = "network" if passes_tls_through(cfg) else "application"
+        if previous and previous.get("type", "application") != wanted_type:
+            ctx.progress(f"the {previous.get('type', 'application')} load balancer goes: this mode serves from a "
+                         f"{wanted_type} one")
+            self._delete_load_balancer(ctx, load_balancer_name(cfg, not passes_tls_through(cfg)))
+        wanted = {name for name, _, _ in target_groups(cfg).values()}
+        if set(previous.get("target_group_names", wanted)) - wanted:
+            self._delete_target_groups(ctx, sorted(set(every_target_group_name(cfg)) - wanted))
 
 
 def _listener_differs(current: dict, spec: dict) -> bool:

@@ -197,3 +197,29 @@ def test_changed_values_upgrade_only_their_release(aws, tmp_path, kube_server, m
     assert {r: (before[r], after[r]) for r in after if after[r] != before[r]} == {"langsmith": (1, 2)}
     assert recorder.mutating == []
     reapply_changes_nothing(config, kube_server, monkeypatch)
+
+
+def test_switching_gateway_and_tls_mode_moves_traffic_and_retires_the_old_path(aws, tmp_path, kube_server,
+                                                                                monkeypatch):
+    """NGINX behind an HTTPS ALB becomes Envoy behind a TCP Network Load Balancer: the new
+    path serves, then the old load balancer, target group, binding and release go."""
+    from tests.test_edge import assert_clients_reach_the_serving_pods
+    config = write_config(tmp_path / "config.yaml", enable_nginx_ingress=True, tls_certificate_source="acm",
+                          langsmith_domain=DOMAIN)
+    assert run_cli("apply", config, "--yes").code == 0
+    config = write_config(tmp_path / "config.yaml", enable_envoy_gateway=True, tls_certificate_source="letsencrypt",
+                          langsmith_domain=DOMAIN, letsencrypt_email="ops@example.com")
+    result = run_cli("apply", config, "--yes")
+    assert result.code == 0, result
+    assert_clients_reach_the_serving_pods("envoy-letsencrypt", kube_server)
+    elbv2 = client("elbv2")
+    assert [lb["LoadBalancerName"] for lb in elbv2.describe_load_balancers()["LoadBalancers"]] == [f"{DEPLOYMENT}-nlb"]
+    assert sorted(g["TargetGroupName"] for g in elbv2.describe_target_groups()["TargetGroups"]) == [
+        f"{DEPLOYMENT}-pt443", f"{DEPLOYMENT}-pt80"]
+    assert [(b["metadata"]["namespace"], b["metadata"]["name"])
+            for b in kube_server.cluster.items("elbv2.k8s.aws", "targetgroupbindings")] == [
+        ("envoy-gateway-system", "langsmith-tgb"), ("envoy-gateway-system", "langsmith-tgb-443")]
+    assert "ingress-nginx" not in release_revisions(kube_server)
+    reapply_changes_nothing(config, kube_server, monkeypatch)
+    assert run_cli("destroy", config, "--yes").code == 0
+    assert census(DEPLOYMENT) == {}
