@@ -17,7 +17,10 @@ by config validation for them.
 from __future__ import annotations
 
 from provisioner.aws import if_exists
+from provisioner.errors import StepError
 from provisioner.reaping import delete_with_retry
+from provisioner.retry import LOG_BUCKET_POLICY_NOT_SEEN_YET, until_accepted
+from provisioner.waiting import wait_until
 
 from ._network import delete_security_group, ensure_security_group, security_group_findings
 from .base import Finding, Step, register
@@ -32,6 +35,7 @@ TARGETS = {"alb": ("langsmith", "langsmith-frontend", {80: 8080}),
            "envoy": ("envoy-gateway-system", "envoy-langsmith-gateway", {80: 10080, 443: 10443})}
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 NODE_RULE = "from the LangSmith ALB"
+LB_EXPECTED_SECONDS = 120
 
 
 def passes_tls_through(config) -> bool:
@@ -107,7 +111,7 @@ class Alb(Step):
         arns = {port: self._ensure_target_group(ctx, port, *spec) for port, spec in groups.items()}
         listeners = self._converge_listeners(ctx, lb_arn, arns)
         self._retire_previous_mode(ctx)
-        described = find_load_balancer(elbv2, name)
+        described = self._wait_active(ctx, name)
         zone_id = ctx.upstream("dns").get("zone_id") if cfg["langsmith_domain"] and not cfg["acm_certificate_arn"] else None
         if zone_id:
             self._ensure_alias(ctx, zone_id, described)
@@ -130,6 +134,22 @@ class Alb(Step):
                               HealthCheckIntervalSeconds=15, HealthyThresholdCount=2, UnhealthyThresholdCount=3,
                               Tags=ctx.tags.as_list(f"targets-{service_port}"), **health,
                           )["TargetGroups"][0]["TargetGroupArn"])
+
+    @staticmethod
+    def _wait_active(ctx, name: str) -> dict:
+        """A new ALB is 'provisioning' for a minute or two; WAF and DNS users need it
+        'active' (TF internal/service/elbv2/load_balancer.go waits for active on create)."""
+        elbv2 = ctx.client("elbv2")
+
+        def active():
+            lb = find_load_balancer(elbv2, name)
+            state = (lb or {}).get("State", {}).get("Code")
+            if state in (None, "failed"):
+                raise StepError(f"load balancer {name} is {state or 'gone'}: "
+                                f"{(lb or {}).get('State', {}).get('Reason', 'no reason given')}")
+            return lb if state in ("active", "active_impaired") else None
+        return wait_until(active, what=f"load balancer {name} to be active", expected_seconds=LB_EXPECTED_SECONDS,
+                          timeout_seconds=900, progress=ctx.progress)
 
     @staticmethod
     def _ensure_alias(ctx, zone_id: str, lb: dict) -> None:
@@ -176,8 +196,10 @@ class Alb(Step):
         current = {a["Key"]: a["Value"] for a in
                    elbv2.describe_load_balancer_attributes(LoadBalancerArn=lb_arn)["Attributes"]}
         changes = [{"Key": k, "Value": v} for k, v in self._wanted_attributes(ctx).items() if current.get(k) != v]
-        if changes:
-            elbv2.modify_load_balancer_attributes(LoadBalancerArn=lb_arn, Attributes=changes)
+        if changes:  # log delivery checks the bucket policy, which may not have propagated yet
+            until_accepted(lambda: elbv2.modify_load_balancer_attributes(LoadBalancerArn=lb_arn, Attributes=changes),
+                           not_yet=LOG_BUCKET_POLICY_NOT_SEEN_YET, what="load balancer attributes", propagation="s3",
+                           progress=ctx.progress)
 
     @staticmethod
     def _wanted_listeners(ctx, group_arns: dict[int, str]) -> dict[int, dict]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from provisioner.aws import if_exists
 from provisioner.errors import StepError
 from provisioner.reaping import delete_with_retry
+from provisioner.retry import PRINCIPAL_NOT_KNOWN_YET, ROLE_NOT_ASSUMABLE_YET, until_accepted
 from provisioner.tags import DEPLOYMENT_TAG, idempotency_token, tag_dict
 
 from . import _eks_upgrade as upgrade
@@ -58,9 +59,11 @@ def ensure_access_entry(ctx, cluster: str, principal: str, policy: str, key: str
     (AWS makes one for the cluster's creator; anyone else running apply needs their own.)"""
     eks = ctx.client("eks")
     if principal not in eks.list_access_entries(clusterName=cluster)["accessEntries"]:
-        try:
-            eks.create_access_entry(clusterName=cluster, principalArn=principal, type="STANDARD",
-                                    tags=ctx.tags.tags("access"))
+        try:  # a role made moments ago is an "invalid principal" until IAM propagates
+            until_accepted(lambda: eks.create_access_entry(clusterName=cluster, principalArn=principal, type="STANDARD",
+                                                           tags=ctx.tags.tags("access")),
+                           not_yet=PRINCIPAL_NOT_KNOWN_YET, what=f"access entry for {principal}", propagation="iam",
+                           progress=ctx.progress)
         except eks.exceptions.ResourceInUseException:
             pass  # made between our look and our create (the creator's own entry)
     associated = eks.list_associated_access_policies(clusterName=cluster, principalArn=principal)
@@ -87,14 +90,15 @@ class Eks(Step):
                                    "EKS control plane")
         node_role = ensure_role(ctx, "eks-node", trust("ec2.amazonaws.com"), NODE_POLICIES, "EKS worker nodes")
         ctx.ensure("cluster", lambda: cluster if describe_cluster(eks, cluster) else None,
-                   lambda: eks.create_cluster(
+                   lambda: self._create(ctx, f"EKS cluster {cluster}", lambda: eks.create_cluster(
                        name=cluster, version=cfg["eks_cluster_version"], roleArn=cluster_role,
                        resourcesVpcConfig={"subnetIds": vpc["private_subnet_ids"] + vpc["public_subnet_ids"],
                                            "endpointPublicAccess": True, "endpointPrivateAccess": True},
                        logging={"clusterLogging": [{"types": LOG_TYPES, "enabled": True}]},
                        accessConfig={"authenticationMode": "API_AND_CONFIG_MAP",
                                      "bootstrapClusterCreatorAdminPermissions": True},
-                       clientRequestToken=idempotency_token(cluster, cluster_role), tags=ctx.tags.tags("eks"))["cluster"]["name"])
+                       clientRequestToken=idempotency_token(cluster, cluster_role), tags=ctx.tags.tags("eks")))[
+                       "cluster"]["name"])
         described = self._wait(ctx, lambda: describe_cluster(eks, cluster), f"EKS cluster {cluster}",
                                CLUSTER_EXPECTED_SECONDS)
         described = upgrade.upgrade_cluster(ctx, described, self._waiter(ctx))
@@ -142,12 +146,12 @@ class Eks(Step):
         if retiring:
             ctx.progress(f"node group {name} ({cfg['node_instance_type']}) replaces "
                          f"{', '.join(sorted(retiring))}: AWS cannot change a group's instance type in place")
-        return eks.create_nodegroup(
+        return self._create(ctx, f"node group {name}", lambda: eks.create_nodegroup(
             clusterName=cluster, nodegroupName=name, scalingConfig={**scaling, "desiredSize": desired},
             subnets=ctx.upstream("vpc")["private_subnet_ids"], instanceTypes=[cfg["node_instance_type"]],
             amiType="AL2023_x86_64_STANDARD", nodeRole=node_role, capacityType="ON_DEMAND",
             clientRequestToken=idempotency_token(cluster, name, node_role),
-            tags=ctx.tags.tags(name.removeprefix(f"{cfg.deployment}-")))["nodegroup"]["nodegroupName"]
+            tags=ctx.tags.tags(name.removeprefix(f"{cfg.deployment}-"))))["nodegroup"]["nodegroupName"]
 
     def _waiter(self, ctx):
         return lambda describe, what, expected: self._wait(ctx, describe, what, expected)
@@ -163,16 +167,26 @@ class Eks(Step):
         eks, cluster = ctx.client("eks"), described["name"]
         addon = describe_addon(eks, cluster, EBS_CSI_ADDON)
         if addon is None:
-            eks.create_addon(clusterName=cluster, addonName=EBS_CSI_ADDON, serviceAccountRoleArn=role_arn,
-                             resolveConflicts="OVERWRITE", tags=ctx.tags.tags("ebs-csi"),
-                             clientRequestToken=idempotency_token(cluster, EBS_CSI_ADDON, role_arn))
+            self._create(ctx, f"add-on {EBS_CSI_ADDON}", lambda: eks.create_addon(
+                clusterName=cluster, addonName=EBS_CSI_ADDON, serviceAccountRoleArn=role_arn,
+                resolveConflicts="OVERWRITE", tags=ctx.tags.tags("ebs-csi"),
+                clientRequestToken=idempotency_token(cluster, EBS_CSI_ADDON, role_arn)))
         elif addon.get("serviceAccountRoleArn") != role_arn:
             eks.update_addon(clusterName=cluster, addonName=EBS_CSI_ADDON, serviceAccountRoleArn=role_arn,
                              resolveConflicts="OVERWRITE")
         ctx.record(f"addon/{EBS_CSI_ADDON}", EBS_CSI_ADDON)
+        # DEGRADED is still pending: the add-on's pods fail STS until its new IRSA role propagates
+        # (TF internal/service/eks/addon.go waitAddonCreated: Pending CREATING, DEGRADED).
         addon = self._wait(ctx, lambda: describe_addon(eks, cluster, EBS_CSI_ADDON), f"add-on {EBS_CSI_ADDON}",
-                           ADDON_EXPECTED_SECONDS)
+                           ADDON_EXPECTED_SECONDS, pending=("DEGRADED",))
         upgrade.converge_addon_version(ctx, described, addon, self._waiter(ctx), ADDON_EXPECTED_SECONDS)
+
+    @staticmethod
+    def _create(ctx, what: str, create):
+        """EKS refuses a role created or changed moments ago until IAM propagates (TF
+        internal/service/eks/cluster.go and addon.go retry for propagationTimeout)."""
+        return until_accepted(create, not_yet=ROLE_NOT_ASSUMABLE_YET, what=f"create {what}", propagation="iam",
+                              progress=ctx.progress)
 
     @staticmethod
     def _irsa_roles(ctx) -> dict:
@@ -192,10 +206,12 @@ class Eks(Step):
         return roles
 
     @staticmethod
-    def _wait(ctx, describe, what: str, expected: float) -> dict:
+    def _wait(ctx, describe, what: str, expected: float, pending: tuple[str, ...] = ()) -> dict:
+        failed = {"FAILED", "CREATE_FAILED", "DELETING", "DEGRADED"} - set(pending)
+
         def active():
             found = describe()
-            if found is None or found["status"] in ("FAILED", "CREATE_FAILED", "DELETING", "DEGRADED"):
+            if found is None or found["status"] in failed:
                 state = "gone" if found is None else found["status"]
                 raise StepError(f"{what} is {state}; see its health in the EKS console, fix, and apply again")
             return found if found["status"] == "ACTIVE" else None
