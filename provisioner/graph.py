@@ -27,6 +27,24 @@ def build(config, for_destroy: bool = False) -> nx.DiGraph:
     return graph
 
 
+def for_command(config, command: str) -> nx.DiGraph:
+    """The order a run follows: the create graph, or for destroy the reverse (a step is
+    destroyed once everything that needs it is gone)."""
+    if command == "destroy":
+        return build(config, for_destroy=True).reverse(copy=True)
+    return build(config)
+
+
+def critical_path(graph: nx.DiGraph, seconds: dict[str, float]) -> list[str]:
+    """The heaviest chain of steps through the graph, weighing each step by its seconds:
+    what bounds the run's wall time however many steps run at once."""
+    best: dict[str, tuple[float, list[str]]] = {}
+    for node in nx.topological_sort(graph):
+        before = max((best[p] for p in graph.predecessors(node)), key=lambda b: b[0], default=(0.0, []))
+        best[node] = (before[0] + seconds.get(node, 0.0), before[1] + [node])
+    return max(best.values(), key=lambda b: b[0], default=(0.0, []))[1]
+
+
 def waves(graph: nx.DiGraph) -> list[list[str]]:
     """Groups of steps that can run at the same time, in order."""
     return [sorted(generation) for generation in nx.topological_generations(graph)]

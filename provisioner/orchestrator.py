@@ -39,7 +39,7 @@ class Orchestrator:
         return StepContext(name, self.config, self.aws, self.state, self.events)
 
     def apply(self) -> RunResult:
-        graph = step_graph.build(self.config)
+        graph = step_graph.for_command(self.config, "apply")
         requires = {name: sorted(graph.predecessors(name)) for name in graph}
 
         def run_one(name: str) -> bool:
@@ -52,7 +52,7 @@ class Orchestrator:
         return execute(graph, run_one, self.parallelism, self.events, "applying")
 
     def destroy(self) -> RunResult:
-        graph = step_graph.build(self.config, for_destroy=True).reverse(copy=True)
+        graph = step_graph.for_command(self.config, "destroy")
 
         def run_one(name: str) -> bool:
             step = steps.REGISTRY[name]()
@@ -65,7 +65,7 @@ class Orchestrator:
     def _run(self, name: str, action, final_status: str) -> bool:
         ctx = self.context(name)
         started = time.monotonic()
-        with attributed_to(name):
+        with attributed_to(name), self.events.step_scope(name):
             try:
                 outputs = action(ctx)
             except Exception as exc:  # a step failure is recorded; crashes propagate
