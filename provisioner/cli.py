@@ -207,7 +207,7 @@ def _run_with_lock(args, config, backend, stdout, action) -> int:
             code = _run(args, config, state, aws, events, run_id, action)
         path = report.write(_report_base(backend, config), recorder.run)
         if not args.json:
-            stdout.write(f"Run report: {path}\n")
+            stdout.write(f"{getattr(args, 'line_mark', '')}Run report: {path}\n")
         return code
 
 

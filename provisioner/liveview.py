@@ -29,6 +29,7 @@ from .aws import CallLedger
 from .events import Events
 
 BAR_WIDTH = 20
+TIME_WIDTH = len("10m00s / ~10m00s")
 PREFLIGHT_STYLES = {"FAIL": "bold red", "WARN": "yellow"}
 
 
@@ -61,14 +62,14 @@ class LiveView:
 
     def __init__(self, events: Events, stream, graph: nx.DiGraph, ledger: CallLedger, verb: str,
                  usual: dict[str, float | None], mark: str = ""):
-        self.ledger, self.verb, self.mark = ledger, verb, mark
+        self.events, self.ledger, self.verb, self.mark = events, ledger, verb, mark
         self.console = Console(file=stream, highlight=False)
         self.steps = {name: StepLine(name, sorted(graph.predecessors(name)), usual.get(name)) for name in graph}
+        self.width = max(map(len, self.steps), default=4)
         self._mutex = threading.Lock()
         own_stdout = stream in (sys.stdout, sys.__stdout__)
         self.live = Live(console=self.console, get_renderable=self._render, refresh_per_second=4, transient=True,
                          redirect_stdout=own_stdout, redirect_stderr=own_stdout)
-        self.events = events
         events.printing = False
         events.listen(self)
 
@@ -86,7 +87,7 @@ class LiveView:
         if event["event"] == "run_finished":
             self.live.stop()
         for text in printed:
-            self.console.print(Text(self.mark, style="dim") + text if self.mark else text)
+            self.console.print(Text.assemble((self.mark, "dim"), text))
 
     def _update(self, event: dict) -> list[Text]:
         kind, message = event["event"], event.get("message", "")
@@ -107,22 +108,25 @@ class LiveView:
             line.activity = message
         elif kind == "progress" and line.wait is None:  # a wait's polls show as its line
             line.activity = message
-            return [Text(f"  {line.name:<14} {message}", style="dim")]
+            return [Text(f"  {line.name:<{self.width}} {message}", style="dim")]
         elif kind == "step_finished":
             line.state = "done"
-            return [Text("✓ ", style="green") + Text(f"{line.name:<14} {message}")]
+            return [Text.assemble(("✓ ", "green"), f"{line.name:<{self.width}} {message}")]
         elif kind == "step_failed":
             line.state, line.wait, line.activity = "failed", None, message
-            return [Text(f"✗ {line.name:<14} {message}", style="bold red")]
+            return [Text(f"✗ {line.name:<{self.width}} {message}", style="bold red")]
         return []
 
     def _render(self) -> Group:
         with self._mutex:
             rows = Table.grid(padding=(0, 1))
-            for _ in range(6 if self.mark else 5):  # [mark,] icon, name, state, bar, time
-                rows.add_column(no_wrap=True)
-            rows.add_column(no_wrap=True, overflow="ellipsis", ratio=1)  # what it is doing
-            mark = [Text(self.mark, style="dim")] if self.mark else []
+            widths = [len(self.mark.rstrip())] if self.mark else []
+            widths += [1, self.width, len("destroying"), BAR_WIDTH, TIME_WIDTH]
+            for width in widths:  # [mark,] icon, name, state, bar, time: fixed, so they never squeeze
+                rows.add_column(no_wrap=True, width=width)
+            rest = max(10, self.console.width - sum(widths) - len(widths))  # one space between columns
+            rows.add_column(no_wrap=True, overflow="ellipsis", max_width=rest)  # what it is doing
+            mark = [Text(self.mark.rstrip(), style="dim")] if self.mark else []
             running = sorted((s for s in self.steps.values() if s.state == "running"), key=lambda s: s.started)
             for line in running:
                 rows.add_row(*mark, *self._running_row(line))
@@ -158,9 +162,8 @@ class LiveView:
         done = sum(1 for s in self.steps.values() if s.state == "done")
         failed = sum(1 for s in self.steps.values() if s.state == "failed")
         calls = self.ledger.totals()
-        text = Text(self.mark, style="dim") + Text(
-            f"{self.verb}: {done}/{len(self.steps)} steps done, {len(running)} running, {len(pending)} pending",
-            style="bold")
+        text = Text.assemble((self.mark, "dim"), (f"{self.verb}: {done}/{len(self.steps)} steps done, "
+                                                  f"{len(running)} running, {len(pending)} pending", "bold"))
         if failed:
             text += Text(f", {failed} failed", style="bold red")
         text += Text(f" · AWS calls {calls['mutating'] + calls['read']} ({calls['mutating']} changing)"
