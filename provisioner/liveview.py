@@ -88,6 +88,8 @@ class LiveView:
             self.live.stop()
         for text in printed:
             self.console.print(Text.assemble((self.mark, "dim"), text))
+        if event["event"] != "run_finished":
+            self.live.refresh()  # every change shows, however short (a wait may end within a tick)
 
     def _update(self, event: dict) -> list[Text]:
         kind, message = event["event"], event.get("message", "")
@@ -146,7 +148,7 @@ class LiveView:
         now = time.monotonic()
         if line.wait:
             what, expected, since = line.wait
-            state, done, total, activity = "waiting", now - since, expected, f"waiting for {what}"
+            state, done, total, activity = "waiting", now - since, expected, f"for {what}"
         else:
             state, done, total, activity = self.verb, now - line.started, line.usual, line.activity
         if total:
