@@ -246,8 +246,9 @@ def _run(args, config, state: StateStore, aws: Aws, events: Events, run_id: str,
 
 
 def _report_base(backend, config) -> str:
-    """Reports go beside a local state file; for a state in S3, where a local one would be."""
-    return getattr(backend, "path", None) or default_path(config.deployment)
+    """Reports go beside a local state file; for a state in S3, in the working directory
+    (a report is for opening in a browser here, not for sharing through the bucket)."""
+    return getattr(backend, "path", None) or f"{config.deployment}.json"
 
 
 def report_preflight(checks, events: Events) -> bool:
