@@ -28,9 +28,10 @@ h1 { font-size: 20px; margin: 0 0 4px; } .sub { color: #59636e; margin-bottom: 1
 .facts span { margin-right: 18px; } .critical-path { margin: 10px 0 16px; }
 svg text { font: 12px system-ui, sans-serif; fill: #1f2328; } svg .tick { fill: #59636e; }
 .work { fill: #4f8fd6; } .wait { fill: url(#hatch); } .bar-failed { fill: #cf222e; }
-.on-path { stroke: #bc4c00; stroke-width: 3; } .unfinished { fill: #d4a72c; }
+.on-path { fill: none; stroke: #bc4c00; stroke-width: 3; } .unfinished { fill: #d4a72c; }
 table { border-collapse: collapse; margin-top: 18px; }
 th, td { border-bottom: 1px solid #d1d9e0; padding: 4px 10px; text-align: left; vertical-align: top; }
+td { white-space: nowrap; } td.error { white-space: normal; }
 th { background: #f6f8fa; } td.num { text-align: right; } tr.critical td:first-child { font-weight: 700; }
 tr.critical td:first-child::before { content: "\\25C6 "; color: #bc4c00; }
 .legend span { margin-right: 16px; } .swatch { display: inline-block; width: 14px; height: 10px; margin-right: 4px; }
@@ -152,12 +153,11 @@ def _timeline(run: dict, wall: float, path: set[str]) -> str:
         end = _offset(run, record.get("finished_at"))
         kind = "bar-failed" if record.get("status") == "failed" else "work" if end is not None else "unfinished"
         stop = end if end is not None else wall
-        outline = ' class="on-path"' if name in path else ""
         tip = (f"{name}: {record.get('status')} from {_fmt(start)} to {_fmt(end)} ({_fmt(stop - start)}); "
-               f"AWS calls {_calls(record)}; cluster changes {record.get('cluster_changes', 0)}"
+               f"AWS calls {_calls(record)[0]} changing, {_calls(record)[1]} read; cluster changes {record.get('cluster_changes', 0)}"
                + ("; on the critical path" if name in path else ""))
-        parts.append(f'<g{outline}><rect class="{kind}" x="{LABEL + start * scale:.1f}" y="{y + 4}" '
-                     f'width="{max((stop - start) * scale, 1.5):.1f}" height="{ROW - 8}"><title>{e(tip)}</title></rect>')
+        bar = f'x="{LABEL + start * scale:.1f}" y="{y + 4}" width="{max((stop - start) * scale, 1.5):.1f}" height="{ROW - 8}"'
+        parts.append(f'<g><rect class="{kind}" {bar}><title>{e(tip)}</title></rect>')
         for wait in record.get("waits", []):
             begun = _offset(run, wait["started_at"])
             ended = _offset(run, wait.get("finished_at")) if wait.get("finished_at") else stop
@@ -165,20 +165,24 @@ def _timeline(run: dict, wall: float, path: set[str]) -> str:
                    f"(expected {_fmt(wait.get('expected_seconds'))})")
             parts.append(f'<rect class="wait" x="{LABEL + begun * scale:.1f}" y="{y + 4}" '
                          f'width="{max((ended - begun) * scale, 1):.1f}" height="{ROW - 8}"><title>{e(tip)}</title></rect>')
+        if name in path:
+            parts.append(f'<rect class="on-path" {bar}/>')
         parts.append("</g>")
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _calls(record: dict) -> str:
+def _calls(record: dict) -> tuple[int, int]:
+    """A step's AWS calls: changing, read."""
     calls = record.get("aws_calls") or {}
-    return f"{calls.get('mutating', 0)} changing / {calls.get('read', 0)} read"
+    return calls.get("mutating", 0), calls.get("read", 0)
 
 
 def _table(run: dict, path: set[str]) -> str:
     e = html.escape
     rows = ["<table><thead><tr><th>step</th><th>status</th><th>start</th><th>end</th><th>took</th>"
-            "<th>waiting</th><th>AWS calls</th><th>cluster changes</th><th>after</th><th>note</th></tr></thead><tbody>"]
+            "<th>waiting</th><th>AWS calls<br>changing / read</th><th>cluster<br>changes</th><th>after</th>"
+            "<th>error</th></tr></thead><tbody>"]
     for name, record in sorted(run["steps"].items(), key=lambda item: (item[1].get("started_at") or "~", item[0])):
         start, end = record.get("started_at"), record.get("finished_at")
         waited = sum(seconds_between(w["started_at"], w.get("finished_at")) or 0.0 for w in record.get("waits", []))
@@ -187,10 +191,11 @@ def _table(run: dict, path: set[str]) -> str:
         rows.append(
             f'<tr class="{"critical" if name in path else "step"}" data-step="{e(name)}">'
             f"<td>{e(name)}</td><td>{e(record.get('status', 'pending'))}</td>"
-            f'<td data-start="{e(start or "")}">{e(start or "-")}</td><td data-end="{e(end or "")}">{e(end or "-")}</td>'
+            f'<td data-start="{e(start or "")}" title="{e(start or "")}">{_fmt(_offset(run, start))}</td>'
+            f'<td data-end="{e(end or "")}" title="{e(end or "")}">{_fmt(_offset(run, end))}</td>'
             f'<td class="num">{_fmt(seconds_between(start, end))}</td>'
             f'<td title="{e(waits)}" class="num">{_fmt(waited) if record.get("waits") else "-"}</td>'
-            f"<td>{_calls(record)}</td><td class=\"num\">{record.get('cluster_changes', 0)}</td>"
+            f"<td class=\"num\">{'%d / %d' % _calls(record)}</td><td class=\"num\">{record.get('cluster_changes', 0)}</td>"
             f"<td>{e(', '.join(record.get('after', [])))}</td>"
             f'<td class="error">{e(record.get("error", ""))}</td></tr>')
     rows.append("</tbody></table>")
