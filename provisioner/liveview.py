@@ -25,12 +25,13 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from . import preflight
 from .aws import CallLedger
 from .events import Events
 
 BAR_WIDTH = 20
 TIME_WIDTH = len("10m00s / ~10m00s")
-PREFLIGHT_STYLES = {"FAIL": "bold red", "WARN": "yellow"}
+PREFLIGHT_STYLES = {preflight.FAIL: "bold red", preflight.WARN: "yellow"}
 
 
 def wanted(stream, as_json: bool) -> bool:
@@ -87,7 +88,7 @@ class LiveView:
         if event["event"] == "run_finished":
             self.live.stop()
         for text in printed:
-            self.console.print(Text.assemble((self.mark, "dim"), text))
+            self.console.print(Text.assemble((self.mark, "dim"), text), soft_wrap=True)  # the terminal wraps
         if event["event"] != "run_finished":
             self.live.refresh()  # every change shows, however short (a wait may end within a tick)
 
@@ -115,7 +116,7 @@ class LiveView:
             line.state = "done"
             return [Text.assemble(("✓ ", "green"), f"{line.name:<{self.width}} {message}")]
         elif kind == "step_failed":
-            line.state, line.wait, line.activity = "failed", None, message
+            line.state, line.wait, line.activity = "failed", None, event.get("error", message)
             return [Text(f"✗ {line.name:<{self.width}} {message}", style="bold red")]
         return []
 

@@ -16,18 +16,22 @@ import threading
 
 import networkx as nx
 import pytest
+from botocore.awsrequest import AWSResponse
+
+from provisioner import aws as aws_module
 
 from provisioner import config as config_module
 from provisioner import graph as step_graph
 from provisioner.cli import main
 from tests.conftest import LICENSE, fresh_account, run_cli, write_config
+from tests.faults import install_session_hooks
 
 STEPS = {"vpc", "secrets", "storage", "postgres", "redis", "eks", "alb", "k8s_bootstrap", "ingress", "langsmith"}
 STEP_LINE = re.compile(r"^\[ *\d+\.\ds\] \S+ +\S.*$")
 CSI = re.compile(r"\x1b\[([0-9;?]*)([A-Za-z])")
 
 
-def on_terminal(*argv: str, env: dict | None = None, monkeypatch=None) -> str:
+def on_terminal(*argv: str, env: dict | None = None, monkeypatch=None, expect: int = 0) -> str:
     """Runs the CLI in-process with its stdout on a pseudo-terminal; returns the bytes
     the terminal received, decoded."""
     for key, value in (env or {}).items():
@@ -54,7 +58,7 @@ def on_terminal(*argv: str, env: dict | None = None, monkeypatch=None) -> str:
         terminal.close()  # the reader sees EOF (EIO) once the slave side is closed
         reader.join(timeout=10)
         os.close(master)
-    assert code == 0, b"".join(received).decode(errors="replace")[-3000:]
+    assert code == expect, b"".join(received).decode(errors="replace")[-3000:]
     return b"".join(received).decode().replace("\r\n", "\n")
 
 
@@ -239,6 +243,30 @@ def test_report_loads_in_a_headless_browser_without_network_or_errors(live_apply
         handle.write(page.replace("</body>", '<img src="https://example.com/logo.png"><script>boom()</script></body>'))
     dom, log = load_offline(broken)
     assert "example.com/logo.png" in dom and "boom" in log
+
+
+def postgres_denied(**_):
+    """AWS refusing the postgres step's first read (an error answered in place of moto's)."""
+    if getattr(aws_module._current_step, "name", "") != "postgres":
+        return None
+    response = AWSResponse("https://rds", 403, {}, None)
+    response._content = (b"<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>not "
+                         b"authorized to perform rds:DescribeDBInstances</Message></Error></ErrorResponse>")
+    return response
+
+
+def test_a_failure_stays_in_view_and_in_the_report(live_apply, monkeypatch):
+    config, _ = live_apply
+    install_session_hooks(monkeypatch, **{"before-send.rds.DescribeDBInstances": postgres_denied})
+    shown = on_terminal("apply", config, "--yes", env={"TERM": "xterm-256color"}, monkeypatch=monkeypatch, expect=1)
+    final = [line for line in screen(shown) if line]
+    failure = "✗ postgres      failed: DescribeDBInstances: AccessDenied: not authorized to perform rds:DescribeDBInstances"
+    assert failure in final and final[-2].startswith("Apply FAILED in ") and "failed: postgres" in final[-2]
+    assert re.search(r"✗ +postgres +failed +DescribeDBInstances: AccessDenied", strip_controls(shown))  # a live line
+    run = json.loads(open("state/acme-test.json").read())["runs"][-1]
+    assert run["outcome"] == "failed" and run["steps"]["postgres"]["status"] == "failed"
+    page = open(re.search(r"Run report: (\S+)", final[-1])[1], encoding="utf-8").read()
+    assert "AccessDenied: not authorized to perform rds:DescribeDBInstances" in page and 'class="bar-failed"' in page
 
 
 def test_destroy_shows_the_live_view_and_writes_its_report(live_apply, monkeypatch):
