@@ -4,9 +4,8 @@ access entry for its role so kubectl works from it (the reference makes none).""
 
 from __future__ import annotations
 
-from botocore.exceptions import ClientError
-
-from provisioner.aws import error_code, if_exists
+from provisioner.aws import if_exists
+from provisioner.retry import INSTANCE_PROFILE_NOT_KNOWN_YET, until_accepted
 from provisioner.tags import idempotency_token
 from provisioner.waiting import wait_until
 
@@ -65,14 +64,6 @@ class Bastion(Step):
     def _launch(ctx, profile: str, group: str, subnet: str, public: bool) -> str:
         ec2, cfg = ctx.client("ec2"), ctx.config
         image = ctx.client("ssm").get_parameter(Name=AMI_PARAMETER)["Parameter"]["Value"]
-
-        def launch():
-            try:
-                return ec2.run_instances(**request)
-            except ClientError as exc:  # a new instance profile takes a few seconds to reach EC2
-                if error_code(exc) == "InvalidParameterValue" and "iamInstanceProfile" in str(exc):
-                    return None
-                raise
         request = dict(
             ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1, IamInstanceProfile={"Name": profile},
             NetworkInterfaces=[{"DeviceIndex": 0, "SubnetId": subnet, "Groups": [group],
@@ -82,8 +73,9 @@ class Bastion(Step):
                                                                       "Encrypted": True, "DeleteOnTermination": True}}],
             ClientToken=idempotency_token(cfg.deployment, "bastion", subnet),
             TagSpecifications=ctx.tags.ec2_spec("instance", "bastion"))
-        launched = wait_until(launch, what="bastion launch", expected_seconds=5, timeout_seconds=120,
-                              progress=ctx.progress)
+        # A new instance profile takes a few seconds to reach EC2.
+        launched = until_accepted(lambda: ec2.run_instances(**request), not_yet=INSTANCE_PROFILE_NOT_KNOWN_YET,
+                                  what="bastion launch", propagation="iam", progress=ctx.progress)
         return launched["Instances"][0]["InstanceId"]
 
     def verify(self, ctx) -> list[Finding]:

@@ -52,6 +52,7 @@ def desired_settings(config) -> dict:
 class Postgres(Step):
     name = "postgres"
     requires = ("vpc", "secrets")
+    data_loss = "the RDS instance and its databases (a final snapshot is kept unless postgres_skip_final_snapshot)"
 
     @staticmethod
     def enabled(config) -> bool:
