@@ -263,6 +263,8 @@ def test_a_failure_stays_in_view_and_in_the_report(live_apply, monkeypatch):
     failure = "✗ postgres      failed: DescribeDBInstances: AccessDenied: not authorized to perform rds:DescribeDBInstances"
     assert failure in final and final[-2].startswith("Apply FAILED in ") and "failed: postgres" in final[-2]
     assert re.search(r"✗ +postgres +failed +DescribeDBInstances: AccessDenied", strip_controls(shown))  # a live line
+    # steps measured against their time in the earlier (unchanged) re-applies of this deployment
+    assert re.search(r"vpc +applying +\S+ \d+s / ~\d+s", strip_controls(shown))
     run = json.loads(open("state/acme-test.json").read())["runs"][-1]
     assert run["outcome"] == "failed" and run["steps"]["postgres"]["status"] == "failed"
     page = open(re.search(r"Run report: (\S+)", final[-1])[1], encoding="utf-8").read()
