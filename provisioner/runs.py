@@ -41,7 +41,9 @@ class RunRecorder:
 
     def __call__(self, event: dict) -> None:
         kind, step = event["event"], event.get("step")
-        record = self.run["steps"].get(step, {})
+        record = self.run["steps"].get(step)
+        if record is None and kind != "run_finished":
+            return  # run-level lines (preflight, messages) are in the summary, not per step
         if kind == "step_started":
             record.update(status="running", started_at=now())
         elif kind == "wait_started":
