@@ -7,6 +7,7 @@ state says what exists; re-running resumes); 2 bad input, reported before any AW
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -16,7 +17,7 @@ import steps
 from steps._eks_upgrade import version_plan
 
 from . import config as config_module
-from . import kube, preflight
+from . import kube, liveview, preflight, report
 from . import graph as step_graph
 from . import aws as aws_api
 from .aws import Aws
@@ -24,6 +25,7 @@ from .errors import LockHeld, SandboxError, StepError, UserError
 from .events import Events
 from .orchestrator import Orchestrator
 from .remote_state import LEASE_SECONDS, S3Backend, StateFenced
+from .runs import RunRecorder
 from .state import LocalBackend, StateStore, default_path, describe_holder, locked
 
 COMMANDS = {
@@ -37,6 +39,7 @@ COMMANDS = {
     "preflight": "read-only checks (credentials, zones, quotas, leftovers, certificate); apply runs them first",
     "lock": "show (`lock status`) or clear (`lock break`) the deployment's lock",
     "sandbox": "show (`sandbox status`) or stop (`sandbox stop`) the deployment's sandbox simulator",
+    "report": "write the HTML picture of an earlier apply or destroy from the state (default: the latest)",
 }
 
 
@@ -65,6 +68,10 @@ def parser() -> argparse.ArgumentParser:
             cmd.add_argument("--parallelism", type=_positive, default=8, help="steps run at once (default 8)")
         if command == "graph":
             cmd.add_argument("--format", choices=("text", "dot", "mermaid"), default="text")
+        if command == "report":
+            cmd.add_argument("--run", metavar="RUN_ID", help="the run to draw (its id, or the start of it; "
+                             "`report --list` shows them); default the latest")
+            cmd.add_argument("--list", action="store_true", help="list the recorded runs")
         if command != "sandbox":
             cmd.add_argument("--sandbox", action="store_true",
                              help="run against the embedded simulator, not AWS (as `sandbox: true` in the config)")
@@ -132,7 +139,9 @@ def run_sandboxed(args, config, stdin, stdout, stderr) -> int:
                         "or --sandbox")
     backend = open_backend(config, args.state)
     directory = sandbox.directory_for(backend.path)
-    out = stdout if args.json else sandbox.Prefixed(stdout)
+    live = args.command in ("apply", "destroy") and liveview.wanted(stdout, args.json)
+    args.line_mark = sandbox.PREFIX if live else ""  # the live view marks its own lines
+    out = stdout if args.json or live else sandbox.Prefixed(stdout)
     say = sandbox.Prefixed(stderr if args.json else stdout).write  # notes never break --json output
     if args.command == "sandbox":
         if args.action == "stop":
@@ -199,26 +208,55 @@ def _run_with_lock(args, config, backend, stdout, action) -> int:
         state = StateStore(backend, config.deployment)  # read under the lock: another run may just have written
         aws = Aws(config["region"])
         orchestrator = Orchestrator(config, state, aws, events, args.parallelism)
-        events.emit("run_started", message=f"{args.command} {config.deployment} in {config['region']} "
-                    f"(state {backend}, run {run_id})", command=args.command, run_id=run_id)
-        if args.command == "apply" and not report_preflight(preflight.run(config, aws, state), events):
-            events.emit("run_finished", message="Apply stopped by preflight before creating anything; fix the "
-                        "problems above and run it again", ok=False)
-            return 1
-        result = action(orchestrator)
-        calls = aws.ledger.totals()
-        verdict = "complete" if result.ok else "FAILED"
-        detail = f"{len(result.succeeded)} steps ok"
-        if result.failed:
-            detail += f", failed: {', '.join(result.failed)}"
-        if result.not_started:
-            detail += f", not started: {', '.join(result.not_started)}"
-        hint = "" if result.ok else f"; fix the cause and run `{args.command}` again to resume"
-        events.emit("run_finished", message=f"{args.command.capitalize()} {verdict} in {events.elapsed():.1f}s: "
-                    f"{detail}. AWS calls: {calls['mutating']} mutating, {calls['read']} read{hint}",
-                    ok=result.ok, succeeded=result.succeeded, failed=result.failed,
-                    not_started=result.not_started, aws_calls=dict(calls))
-        return 0 if result.ok else 1
+        graph = orchestrator.graph(args.command)
+        recorder = RunRecorder(state, aws.ledger, run_id, args.command, graph)
+        events.listen(recorder)
+        with _display(args, events, stdout, graph, aws.ledger, recorder, state):
+            code = _run(args, config, orchestrator, events, run_id, action)
+        path = report.write(_report_base(backend, config), recorder.run)
+        if not args.json:
+            stdout.write(f"{getattr(args, 'line_mark', '')}Run report: {path}\n")
+        return code
+
+
+def _display(args, events: Events, stdout, graph, ledger, recorder: RunRecorder, state: StateStore):
+    """The live view on a terminal; elsewhere the plain lines, as Events prints them."""
+    if not liveview.wanted(stdout, args.json):
+        return contextlib.nullcontext()
+    final = "destroyed" if args.command == "destroy" else "created"
+    usual = {name: recorder.usual_seconds(name, changing=state.step(name)["status"] != final) for name in graph}
+    verb = "destroying" if args.command == "destroy" else "applying"
+    return liveview.LiveView(events, stdout, graph, ledger, verb, usual, mark=getattr(args, "line_mark", ""))
+
+
+def _run(args, config, orchestrator: Orchestrator, events: Events, run_id: str, action) -> int:
+    state, aws = orchestrator.state, orchestrator.aws
+    events.emit("run_started", message=f"{args.command} {config.deployment} in {config['region']} "
+                f"(state {state.backend}, run {run_id})", command=args.command, run_id=run_id)
+    if args.command == "apply" and not report_preflight(preflight.run(config, aws, state), events):
+        events.emit("run_finished", message="Apply stopped by preflight before creating anything; fix the "
+                    "problems above and run it again", ok=False)
+        return 1
+    result = action(orchestrator)
+    calls = aws.ledger.totals()
+    verdict = "complete" if result.ok else "FAILED"
+    detail = f"{len(result.succeeded)} steps ok"
+    if result.failed:
+        detail += f", failed: {', '.join(result.failed)}"
+    if result.not_started:
+        detail += f", not started: {', '.join(result.not_started)}"
+    hint = "" if result.ok else f"; fix the cause and run `{args.command}` again to resume"
+    events.emit("run_finished", message=f"{args.command.capitalize()} {verdict} in {events.elapsed():.1f}s: "
+                f"{detail}. AWS calls: {calls['mutating']} mutating, {calls['read']} read{hint}",
+                ok=result.ok, succeeded=result.succeeded, failed=result.failed,
+                not_started=result.not_started, aws_calls=dict(calls))
+    return 0 if result.ok else 1
+
+
+def _report_base(backend, config) -> str:
+    """Reports go beside a local state file; for a state in S3, in the working directory
+    (a report is for opening in a browser here, not for sharing through the bucket)."""
+    return getattr(backend, "path", None) or f"{config.deployment}.json"
 
 
 def report_preflight(checks, events: Events) -> bool:
@@ -346,9 +384,10 @@ def cmd_status(args, config, backend, stdin, stdout) -> int:
     if args.json:
         stdout.write(json.dumps(records, indent=2, sort_keys=True) + "\n")
         return 0
-    stdout.write(f"{'step':<10} {'status':<11} {'ids':>4}  {'finished':<30} last error\n")
+    width = max(map(len, ["step", *records]))
+    stdout.write(f"{'step':<{width}} {'status':<11} {'ids':>4}  {'finished':<30} last error\n")
     for name, record in records.items():
-        stdout.write(f"{name:<10} {record.get('status', '?'):<11} {len(record.get('physical_ids', {})):>4}  "
+        stdout.write(f"{name:<{width}} {record.get('status', '?'):<11} {len(record.get('physical_ids', {})):>4}  "
                      f"{record.get('finished_at') or '-':<30} {record.get('last_error') or ''}\n")
     return 0
 
@@ -385,6 +424,24 @@ def cmd_outputs(args, config, backend, stdin, stdout) -> int:
     return 0
 
 
+def cmd_report(args, config, backend, stdin, stdout) -> int:
+    runs = StateStore(backend, config.deployment).runs() if backend.exists() else []
+    if not runs:
+        raise UserError(f"no runs recorded in the state at {backend}: apply or destroy first, or pass --state")
+    if args.list:
+        for run in runs:
+            stdout.write(f"{run['run_id']}  {run['command']:<7}  {run['started_at']}  {run.get('outcome')}\n")
+        return 0
+    matching = [run for run in runs if run["run_id"].startswith(args.run)] if args.run else runs[-1:]
+    if len(matching) != 1:
+        raise UserError(f"--run {args.run}: {'no' if not matching else 'more than one'} recorded run matches; "
+                        f"`report --list {args.config}` shows the run ids")
+    path = report.write(_report_base(backend, config), matching[0])
+    stdout.write(json.dumps({"report": path, "run_id": matching[0]["run_id"]}) + "\n" if args.json
+                 else f"Run report: {path}\n")
+    return 0
+
+
 def cmd_lock(args, config, backend, stdin, stdout) -> int:
     lock = backend.lock("-", "lock")
     holder = lock.holder()
@@ -407,4 +464,4 @@ def cmd_lock(args, config, backend, stdin, stdout) -> int:
 
 COMMAND_HANDLERS = {"apply": cmd_apply, "plan": cmd_plan, "verify": cmd_verify, "status": cmd_status,
                     "destroy": cmd_destroy, "graph": cmd_graph, "outputs": cmd_outputs, "lock": cmd_lock,
-                    "preflight": cmd_preflight}
+                    "preflight": cmd_preflight, "report": cmd_report}

@@ -53,6 +53,16 @@ def build_apply(config, removed: list[str]) -> nx.DiGraph:
     return graph
 
 
+def critical_path(graph: nx.DiGraph, seconds: dict[str, float]) -> list[str]:
+    """The heaviest chain of steps through the graph, weighing each step by its seconds:
+    what bounds the run's wall time however many steps run at once."""
+    best: dict[str, tuple[float, list[str]]] = {}
+    for node in nx.topological_sort(graph):
+        before = max((best[p] for p in graph.predecessors(node)), key=lambda b: b[0], default=(0.0, []))
+        best[node] = (before[0] + seconds.get(node, 0.0), before[1] + [node])
+    return max(best.values(), key=lambda b: b[0], default=(0.0, []))[1]
+
+
 def waves(graph: nx.DiGraph) -> list[list[str]]:
     """Groups of steps that can run at the same time, in order."""
     return [sorted(generation) for generation in nx.topological_generations(graph)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import networkx as nx
 from botocore.exceptions import BotoCoreError, ClientError
 
 import steps
@@ -42,8 +43,15 @@ class Orchestrator:
         """Steps this apply tears down: the config no longer enables them."""
         return step_graph.removals(self.config, self.state.all_steps())
 
+    def graph(self, command: str) -> nx.DiGraph:
+        """The steps `command` runs, in their order: for apply the create graph and the
+        removals; for destroy every step, each once all that need it are gone."""
+        if command == "destroy":
+            return step_graph.build(self.config, for_destroy=True).reverse(copy=True)
+        return step_graph.build_apply(self.config, self.removals())
+
     def apply(self) -> RunResult:
-        graph = step_graph.build_apply(self.config, self.removals())
+        graph = self.graph("apply")
         requires = {name: sorted(p for p in graph.predecessors(name) if graph.nodes[p].get("action") is None)
                     for name in graph}
 
@@ -59,9 +67,8 @@ class Orchestrator:
         return execute(graph, run_one, self.parallelism, self.events, "applying")
 
     def destroy(self) -> RunResult:
-        graph = step_graph.build(self.config, for_destroy=True).reverse(copy=True)
-        return execute(graph, lambda name: self._destroy_one(name, "destroying"), self.parallelism, self.events,
-                       "destroying")
+        return execute(self.graph("destroy"), lambda name: self._destroy_one(name, "destroying"), self.parallelism,
+                       self.events, "destroying")
 
     def _destroy_one(self, name: str, message: str) -> bool:
         step = steps.REGISTRY[name]()
@@ -72,7 +79,7 @@ class Orchestrator:
     def _run(self, name: str, action, final_status: str) -> bool:
         ctx = self.context(name)
         started = time.monotonic()
-        with attributed_to(name):
+        with attributed_to(name), self.events.step_scope(name):
             try:
                 outputs = action(ctx)
             except Exception as exc:  # a step failure is recorded; crashes propagate

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from .errors import LockHeld, StateError
 
 FORMAT_VERSION = 1
+KEPT_RUNS = 50  # the run records `report` can draw (a few KB each)
 LOCK_POLL_SECONDS = 1.0
 
 
@@ -133,6 +134,24 @@ class StateStore:
 
     def outputs(self, step: str) -> dict:
         return self.step(step).get("outputs", {})
+
+    def save_run(self, run: dict) -> None:
+        """Write one apply's or destroy's record (new, or the latest updated), keeping the
+        latest KEPT_RUNS."""
+        with self._mutex:
+            runs = self.data.setdefault("runs", [])
+            copy = json.loads(json.dumps(run))
+            if runs and runs[-1].get("run_id") == run["run_id"]:
+                runs[-1] = copy
+            else:
+                runs.append(copy)
+                del runs[:-KEPT_RUNS]
+            self._write()
+
+    def runs(self) -> list[dict]:
+        """The recorded runs, oldest first."""
+        with self._mutex:
+            return json.loads(json.dumps(self.data.get("runs", [])))
 
     def all_steps(self) -> dict:
         with self._mutex:

@@ -12,6 +12,7 @@ import time
 from typing import Callable
 
 from .errors import StepError
+from .events import waiting
 
 # Scales expected durations and intervals; the benchmark and simulations shrink them.
 TIME_SCALE = float(os.environ.get("PROVISIONER_TIME_SCALE", "1"))
@@ -37,7 +38,13 @@ def wait_until(check: Callable[[], object], *, what: str, expected_seconds: floa
     """Call check() until it returns a truthy value; raise StepError on timeout.
 
     check() may raise to signal a terminal failure (e.g. an RDS instance in 'failed').
+    The wait and its expected duration are told to the live view and the run's record.
     """
+    with waiting(what, expected_seconds * TIME_SCALE):
+        return _poll(check, what, expected_seconds, timeout_seconds, progress)
+
+
+def _poll(check, what, expected_seconds, timeout_seconds, progress) -> object:
     started = time.monotonic()
     deadline = started + timeout_seconds * TIME_SCALE
     for interval in poll_intervals(expected_seconds):

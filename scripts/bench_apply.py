@@ -83,21 +83,12 @@ def simulated_seconds(step: str, scale: float) -> float:
     return sum(CREATE_SECONDS[kind] for kind in STEP_WAITS.get(step, [])) * scale
 
 
-def longest_path(graph, weight: dict) -> list[str]:
-    """The heaviest chain of steps through the DAG (node weights)."""
-    import networkx as nx
-    best: dict[str, tuple[float, list[str]]] = {}
-    for node in nx.topological_sort(graph):
-        before = max((best[p] for p in graph.predecessors(node)), key=lambda b: b[0], default=(0.0, []))
-        best[node] = (before[0] + weight[node], before[1] + [node])
-    return max(best.values(), key=lambda b: b[0])[1]
-
-
 def measure(url: str, cluster, extra_edges: list[tuple[str, str]], scale: float) -> dict:
     import networkx as nx
 
     import steps
     from provisioner.cli import main as cli
+    from provisioner.graph import critical_path
     requests.post(f"{url}/moto-api/reset", timeout=30)
     cluster.reset()
     for name in os.listdir("state") if os.path.isdir("state") else []:
@@ -119,8 +110,8 @@ def measure(url: str, cluster, extra_edges: list[tuple[str, str]], scale: float)
     for step, record in state["steps"].items():
         graph.add_node(step)
         graph.add_edges_from((parent, step) for parent in record["requires"])
-    path = longest_path(graph, durations)
-    ideal = longest_path(graph, {step: simulated_seconds(step, scale) for step in graph})
+    path = critical_path(graph, durations)
+    ideal = critical_path(graph, {step: simulated_seconds(step, scale) for step in graph})
     last = [e for e in events if e["event"] == "run_finished"][0]
     first = [e for e in events if e["event"] == "step_started"][0]
     return {"wall": last["elapsed"] - first["elapsed"], "critical": sum(durations[s] for s in path), "path": path,

@@ -46,7 +46,7 @@ def test_apply_keeps_the_state_in_s3_with_a_version_per_write(s3, tmp_path):
     versions = [v for v in s3.list_object_versions(Bucket=BUCKET, Prefix=KEY)["Versions"] if v["Key"] == KEY]
     assert len(versions) == state["serial"] > 10
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=KEY + ".lock")  # released
-    assert "postgres   created" in run_cli("status", config).out
+    assert "postgres      created" in run_cli("status", config).out
     assert json.loads(run_cli("outputs", config, "--json").out)["vpc"]["vpc_id"].startswith("vpc-")
     again = run_cli("apply", config, "--yes")
     assert again.code == 0 and "0 mutating" in again.out
