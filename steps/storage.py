@@ -19,12 +19,13 @@ from ._buckets import (ENCRYPTION_RULE, PUBLIC_ACCESS_BLOCK, bucket_exists, deri
                        ensure_private_bucket, read_setting)
 from ._iam import delete_role, ensure_role, irsa_trust
 from .base import Finding, Step, register
+from .langsmith import S3_WORKLOADS
 
 ROLE = "irsa-langsmith"
 LANGSMITH_NAMESPACE = "langsmith"
-# The chart's service accounts that read and write traces (the spec's IRSA table), not the whole namespace.
-LANGSMITH_SERVICE_ACCOUNTS = ["langsmith-backend", "langsmith-platform-backend", "langsmith-queue",
-                              "langsmith-ingest-queue", "langsmith-host-backend", "langsmith-listener"]
+# The chart's service accounts that read and write traces (every workload it gives the bucket), not the
+# whole namespace.
+LANGSMITH_SERVICE_ACCOUNTS = sorted(S3_WORKLOADS.values())
 OBJECT_ACTIONS = ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"]
 
 
