@@ -40,9 +40,13 @@ MODES = {
 BUILT_IN = {"v1", "apps/v1", "batch/v1", "networking.k8s.io/v1", "storage.k8s.io/v1", "apiregistration.k8s.io/v1",
             "rbac.authorization.k8s.io/v1", "policy/v1", "autoscaling/v2", "admissionregistration.k8s.io/v1",
             "apiextensions.k8s.io/v1", "scheduling.k8s.io/v1", "coordination.k8s.io/v1"}
-# Secrets pods read that a controller makes at run time (neither the charts nor we write them):
-# name -> who makes it.
-RUNTIME_SECRETS = {}
+# Secrets pods mount that a chart's own workload makes at run time (webhook certificates):
+# (namespace, name) -> the rendered workload that writes it (keda-operator --cert-secret-name,
+# ingress-nginx's admission-create hook --secret-name, Envoy Gateway's certgen hook, whose
+# built-in name it is).
+RUNTIME_SECRETS = {("keda", "kedaorg-certs"): "keda-operator",
+                   ("ingress-nginx", "ingress-nginx-admission"): "ingress-nginx-admission-create",
+                   ("envoy-gateway-system", "envoy-gateway"): "envoy-gateway-gateway-helm-certgen"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -101,27 +105,42 @@ def test_every_release_renders_and_every_value_we_set_is_a_chart_key(deployed):
 
 
 def test_every_secret_key_a_workload_needs_is_written(deployed):
-    """(c) A pod whose secretKeyRef (optional: false) names a missing key never starts, and
-    `helm --wait` times out."""
+    """(c) A pod whose secretKeyRef, envFrom or secret volume (not optional) names a missing
+    Secret or key never starts, and `helm --wait` times out."""
     written: dict[tuple[str, str], set] = {}
     for secret in deployed.objects("Secret"):
         written[(secret["metadata"]["namespace"], secret["metadata"]["name"])] = {
             *(secret.get("data") or {}), *(secret.get("stringData") or {})}
     for external in (o for o in deployed.ours if o["kind"] == "ExternalSecret"):
         target = external["spec"]["target"]
-        keys = {item["secretKey"] for item in external["spec"].get("data", [])}
-        keys |= set(target.get("template", {}).get("data", {}))
+        template = target.get("template", {}).get("data")  # a template replaces the fetched keys
+        keys = set(template) if template else {item["secretKey"] for item in external["spec"].get("data", [])}
         written[(external["metadata"]["namespace"], target["name"])] = keys
-    missing = []
+    names = {(w["metadata"].get("namespace"), w["metadata"]["name"]) for w in deployed.objects()}
+
+    def check(workload: str, namespace: str, name: str, keys) -> None:
+        if (namespace, name) in RUNTIME_SECRETS and (namespace, RUNTIME_SECRETS[(namespace, name)]) in names:
+            return
+        absent = [key for key in keys if key not in written.get((namespace, name), ())]
+        if (namespace, name) not in written or absent:
+            missing.append(f"{workload}: {namespace}/{name} {absent}")
+    missing: list[str] = []
     for workload in deployed.objects():
-        namespace = workload["metadata"].get("namespace")
+        namespace, name = workload["metadata"].get("namespace"), workload["metadata"]["name"]
         for pod in pod_specs(workload):
+            for volume in pod.get("volumes") or []:
+                source = volume.get("secret")
+                if source and not source.get("optional"):
+                    check(name, namespace, source["secretName"], [item["key"] for item in source.get("items", [])])
             for container in containers(pod):
                 for env in container.get("env") or []:
                     ref = (env.get("valueFrom") or {}).get("secretKeyRef")
-                    if ref and not ref.get("optional") and ref["key"] not in written.get((namespace, ref["name"]), ()) \
-                            and ref["name"] not in RUNTIME_SECRETS:
-                        missing.append(f"{workload['metadata']['name']}: {ref['name']}/{ref['key']}")
+                    if ref and not ref.get("optional"):
+                        check(name, namespace, ref["name"], [ref["key"]])
+                for source in container.get("envFrom") or []:
+                    ref = source.get("secretRef")
+                    if ref and not ref.get("optional"):
+                        check(name, namespace, ref["name"], [])
     assert missing == []
 
 
