@@ -11,6 +11,7 @@ import base64
 import pytest
 
 from provisioner.charts import DEFAULT_CHARTS
+from provisioner.kube import resource_path
 from steps import alb, ingress, k8s_bootstrap, langsmith, secrets, storage
 from steps.eks import Eks
 from tests.chart_render import (BUCKET, CHARTS_DIR, LANGSMITH_ROLE, Recorder, Context, chart_file, containers,
@@ -303,6 +304,26 @@ def test_every_api_group_and_version_we_use_is_served(deployed):
     assert {c for c in _in_cluster_api_calls(deployed) if c[0] not in BUILT_IN} - everywhere == set()
     rendered = {(o["apiVersion"], o["kind"]) for o in deployed.objects()}
     assert {c for c in rendered if c[0] not in BUILT_IN} - served == set()
+
+
+def test_the_rest_paths_we_call_are_the_crds_plural_and_scope():
+    """Our client builds each custom resource's path from its kind; it must be the CRD's plural
+    and scope, or every call 404s (reads and deletes would then silently find nothing)."""
+    crds = {}
+    for name in MODES:
+        for crd in mode(name).objects("CustomResourceDefinition"):
+            crds[(crd["spec"]["group"], crd["spec"]["names"]["kind"])] = crd["spec"]
+    used = set().union(*(_in_cluster_api_calls(mode(name)) for name in MODES))
+    checked = 0
+    for api_version, kind in used:
+        spec = crds.get((api_version.split("/")[0], kind))
+        if api_version in BUILT_IN or spec is None:
+            continue
+        path = resource_path(api_version, kind, "ns", "x")
+        assert path.endswith(f"/{spec['names']['plural']}/x"), path
+        assert ("/namespaces/ns/" in path) == (spec["scope"] == "Namespaced"), path
+        checked += 1
+    assert checked >= 8
 
 
 def test_keda_registers_the_metrics_apiservice_destroy_removes():
