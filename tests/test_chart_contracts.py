@@ -389,3 +389,42 @@ def test_metrics_server_gets_each_argument_once():
 def test_istio_charts_are_pinned_together():
     versions = {DEFAULT_CHARTS[r].version for r in ingress.RELEASES["istio"]}
     assert len(versions) == 1 and all(chart_file(r).exists() for r in ingress.RELEASES["istio"])
+
+
+def _unknown_fields(value, schema: dict, path: str) -> list[str]:
+    """Fields of a custom resource its CRD's structural schema does not declare: the API
+    server prunes them silently."""
+    if schema.get("x-kubernetes-preserve-unknown-fields") or not isinstance(value, (dict, list)):
+        return []
+    if isinstance(value, list):
+        return [f for i, item in enumerate(value) for f in _unknown_fields(item, schema.get("items", {}), f"{path}[{i}]")]
+    props, extra = schema.get("properties"), schema.get("additionalProperties")
+    if props is None:
+        return _unknown_fields_in_map(value, extra, path) if isinstance(extra, dict) else []
+    found = []
+    for key, item in value.items():
+        if key in props:
+            found += _unknown_fields(item, props[key], f"{path}.{key}")
+        elif not extra:
+            found.append(f"{path}.{key}")
+    return found
+
+
+def _unknown_fields_in_map(value: dict, schema: dict, path: str) -> list[str]:
+    return [f for key, item in value.items() for f in _unknown_fields(item, schema, f"{path}.{key}")]
+
+
+def test_every_field_of_the_custom_resources_we_create_is_in_the_crd_schema(deployed):
+    schemas = {}
+    for crd in deployed.objects("CustomResourceDefinition"):
+        spec = crd["spec"]
+        for version in spec["versions"]:
+            schemas[(f"{spec['group']}/{version['name']}", spec["names"]["kind"])] = \
+                version.get("schema", {}).get("openAPIV3Schema", {})
+    unknown = []
+    for obj in deployed.ours:
+        schema = schemas.get((obj["apiVersion"], obj["kind"]))
+        if schema:
+            body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+            unknown += _unknown_fields(body, schema, obj["kind"])
+    assert unknown == []
