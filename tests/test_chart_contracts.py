@@ -228,6 +228,11 @@ def test_routes_and_gateways_point_at_what_exists(deployed):
             for path in rule["http"]["paths"]:
                 backend = path["backend"]["service"]
                 assert _service_port(deployed, route["metadata"]["namespace"], backend["name"], backend["port"]["number"])
+    for gateway in (o for o in deployed.ours if o["apiVersion"].startswith("gateway.networking.k8s.io/")
+                    and o["kind"] == "Gateway"):
+        gateway_class = deployed.find("GatewayClass", gateway["spec"]["gatewayClassName"])
+        parameters = gateway_class["spec"]["parametersRef"]
+        assert deployed.find(parameters["kind"], parameters["name"], parameters["namespace"])
     istio = deployed.find("Gateway", ingress.GATEWAY_NAME, "istio-system")
     if istio:
         selector = istio["spec"]["selector"]
