@@ -33,6 +33,11 @@ def bucket_name(ctx) -> str:
     return derived_name(ctx, "traces")
 
 
+def langsmith_trust(eks: dict) -> str:
+    """The LangSmith role's trust: the chart's service accounts that get the bucket."""
+    return irsa_trust(eks, LANGSMITH_NAMESPACE, LANGSMITH_SERVICE_ACCOUNTS)
+
+
 def lifecycle_rules(config) -> list[dict]:
     return [{"ID": f"expire-{prefix.rstrip('/')}", "Status": "Enabled", "Filter": {"Prefix": prefix},
              "Expiration": {"Days": days}, "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}}
@@ -80,8 +85,8 @@ class Storage(Step):
         missing_tables = sorted(set(route_tables) - set(endpoint.get("RouteTableIds", [])))
         if missing_tables:
             ec2.modify_vpc_endpoint(VpcEndpointId=endpoint_id, AddRouteTableIds=missing_tables)
-        role = ensure_role(ctx, ROLE, irsa_trust(ctx.upstream("eks"), LANGSMITH_NAMESPACE, LANGSMITH_SERVICE_ACCOUNTS),
-                           [], "LangSmith pods: the traces bucket", policies.langsmith_s3(bucket))
+        role = ensure_role(ctx, ROLE, langsmith_trust(ctx.upstream("eks")), [], "LangSmith pods: the traces bucket",
+                           policies.langsmith_s3(bucket))
         policy = bucket_policy(bucket, endpoint_id, role)
         if settings["policy"] != policy:
             s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))

@@ -85,8 +85,8 @@ class Context:
         self.outputs = {
             "vpc": {"vpc_id": "vpc-0123456789abcdef0"},
             "eks": {"cluster_name": config.cluster_name, "irsa_roles": roles,
-                    "oidc_issuer": "https://oidc.eks.us-west-2.amazonaws.com/id/EXAMPLE",
-                    "oidc_provider_arn": f"arn:aws:iam::{ACCOUNT}:oidc-provider/oidc.eks.us-west-2.amazonaws.com/id/EXAMPLE"},
+                    "oidc_issuer": "https://oidc.eks.us-west-2.amazonaws.com/id/0123456789ABCDEF0123456789ABCDEF",
+                    "oidc_provider_arn": f"arn:aws:iam::{ACCOUNT}:oidc-provider/oidc.eks.us-west-2.amazonaws.com/id/0123456789ABCDEF0123456789ABCDEF"},
             "secrets": {"parameters": {leaf: prefix + leaf for leaf in [*GENERATORS, LICENSE_LEAF]}},
             "storage": {"bucket_name": BUCKET, "langsmith_role_arn": LANGSMITH_ROLE},
             "alb": {"dns_name": "acme-test-alb-1234567890.us-west-2.elb.amazonaws.com",

@@ -7,12 +7,14 @@ charts with them, and the tests check what a real cluster would do with the resu
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 
 from provisioner.charts import DEFAULT_CHARTS
 from provisioner.kube import resource_path
 from steps import alb, ingress, k8s_bootstrap, langsmith, secrets, storage
+from steps._iam import irsa_trust
 from steps.eks import Eks
 from tests.chart_render import (BUCKET, CHARTS_DIR, LANGSMITH_ROLE, Recorder, Context, chart_file, containers,
                                 context, pod_specs, releases, render, unknown_keys)
@@ -257,13 +259,28 @@ def test_no_load_balancer_service_anywhere(deployed):
         assert proxy["spec"]["provider"]["kubernetes"]["envoyService"]["type"] == "ClusterIP"
 
 
+def _subjects(trust_policy: str) -> set[tuple[str, str]]:
+    """The (namespace, service account) pairs an IRSA trust policy lets assume the role."""
+    [statement] = json.loads(trust_policy)["Statement"]
+    [subjects] = [v for k, v in statement["Condition"]["StringEquals"].items() if k.endswith(":sub")]
+    return {tuple(subject.split(":")[2:]) for subject in subjects}
+
+
 def _trusted(deployed: Mode) -> dict[str, set[tuple[str, str]]]:
-    """role ARN -> the (namespace, service account) pairs its trust policy names."""
-    roles = deployed.ctx.upstream("eks")["irsa_roles"]
-    trusted = {roles[name]: {(namespace, account)} for name, (namespace, account, _, _) in
-               Eks._irsa_roles(deployed.ctx).items()}
-    trusted[LANGSMITH_ROLE] = {(storage.LANGSMITH_NAMESPACE, account) for account in storage.LANGSMITH_SERVICE_ACCOUNTS}
+    """role ARN -> the (namespace, service account) pairs its trust policy (the steps' own) names."""
+    eks = deployed.ctx.upstream("eks")
+    trusted = {eks["irsa_roles"][name]: _subjects(irsa_trust(eks, namespace, [account]))
+               for name, (namespace, account, _, _) in Eks._irsa_roles(deployed.ctx).items()}
+    trusted[LANGSMITH_ROLE] = _subjects(storage.langsmith_trust(eks))
     return trusted
+
+
+def test_the_langsmith_role_trust_fits_iam_limits():
+    """IAM refuses a role trust policy over 2,048 characters, its default quota ("IAM and AWS STS
+    quotas", docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quotas); IAM does not count
+    white space, so the length of our serialized document is an upper bound."""
+    document = storage.langsmith_trust(mode("alb-none").ctx.upstream("eks"))
+    assert len(document) <= 2048 and len(_subjects(document)) == len(langsmith.S3_WORKLOADS)
 
 
 def test_every_workload_given_the_bucket_runs_under_a_trusted_irsa_account(deployed):
