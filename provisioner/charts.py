@@ -50,6 +50,9 @@ class ChartSource:
         return args
 
 
+# Istio's three charts move together. 1.23's gateway chart fails its own values schema under helm >= 3.18.5
+# ("additional properties 'defaults' not allowed"), even with no values; 1.28.10's renders.
+ISTIO_REPO, ISTIO_VERSION = "https://istio-release.storage.googleapis.com/charts", "1.28.10"
 DEFAULT_CHARTS: dict[str, ChartSource] = {
     "aws-load-balancer-controller": ChartSource("kube-system", "https://aws.github.io/eks-charts",
                                                 "aws-load-balancer-controller", "1.14.0"),
@@ -62,10 +65,9 @@ DEFAULT_CHARTS: dict[str, ChartSource] = {
                                     "2.1.0"),
     "cert-manager": ChartSource("cert-manager", "https://charts.jetstack.io", "cert-manager", "v1.20.0"),
     "envoy-gateway": ChartSource("envoy-gateway-system", None, "oci://docker.io/envoyproxy/gateway-helm", "v1.3.0"),
-    "istio-base": ChartSource("istio-system", "https://istio-release.storage.googleapis.com/charts", "base", "1.23.0"),
-    "istiod": ChartSource("istio-system", "https://istio-release.storage.googleapis.com/charts", "istiod", "1.23.0"),
-    "istio-ingressgateway": ChartSource("istio-system", "https://istio-release.storage.googleapis.com/charts",
-                                        "gateway", "1.23.0"),
+    "istio-base": ChartSource("istio-system", ISTIO_REPO, "base", ISTIO_VERSION),
+    "istiod": ChartSource("istio-system", ISTIO_REPO, "istiod", ISTIO_VERSION),
+    "istio-ingressgateway": ChartSource("istio-system", ISTIO_REPO, "gateway", ISTIO_VERSION),
     "ingress-nginx": ChartSource("ingress-nginx", "https://kubernetes.github.io/ingress-nginx", "ingress-nginx",
                                  "4.10.1"),
     "langsmith": ChartSource("langsmith", "https://langchain-ai.github.io/helm/", "langsmith", "0.16.0"),

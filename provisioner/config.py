@@ -85,7 +85,7 @@ SCHEMA: dict[str, Field] = {
     "enable_split_dataplane": Field(bool, False, "Agent pods in a separate langsmith-agents namespace, routed through the shared gateway (Envoy or Istio only)."),
     # application
     "deploy_langsmith": Field(bool, True, "Install the LangSmith Helm chart."),
-    "enable_langsmith_deployments": Field(bool, False, "The LangSmith Deployments add-on (host-backend, listener, operator)."),
+    "enable_langsmith_deployments": Field(bool, False, "The LangSmith Deployments add-on (host-backend, listener, operator); without a gateway it serves through ingress-nginx behind the ALB (agents are routed by the chart's shared Ingress)."),
     "langsmith_sizing": Field(str, "production", "Resource profile of the LangSmith pods.", ("dev", "production", "production-large")),
     "langsmith_admin_email": Field(str, "", "Email of the initial org admin; default admin@<langsmith_domain>, or admin@langsmith.local without a domain."),
     # trying it out
@@ -136,11 +136,13 @@ class Config(dict):
 
     @property
     def gateway(self) -> str:
-        """alb, nginx, envoy or istio: what serves traffic behind the load balancer."""
+        """alb, nginx, envoy or istio: what serves traffic behind the load balancer. The
+        Deployments add-on routes each agent through the chart's shared Ingress (or a Gateway or
+        VirtualService), which our ALB cannot serve itself, so without a gateway it brings nginx."""
         for key, name in zip(GATEWAY_KEYS, ("nginx", "envoy", "istio")):
             if self[key]:
                 return name
-        return "alb"
+        return "nginx" if self["enable_langsmith_deployments"] else "alb"
 
     @property
     def firewall_subnet_cidr(self) -> str:

@@ -110,9 +110,6 @@ def _eks_connection(aws, cluster: str, described: dict) -> Connection:
     return Connection(api, path, cluster)
 
 
-IRREGULAR_PLURALS = {"LangGraphPlatform": "lgps"}
-
-
 def resource_path(api_version: str, kind: str, namespace: str | None = None, name: str | None = None) -> str:
     base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
     plural = kind.lower()
@@ -120,7 +117,6 @@ def resource_path(api_version: str, kind: str, namespace: str | None = None, nam
         plural = plural[:-1] + "ies"
     else:
         plural += "es" if plural.endswith("s") else "s"
-    plural = IRREGULAR_PLURALS.get(kind, plural)
     scope = f"/namespaces/{namespace}" if namespace and kind not in CLUSTER_SCOPED else ""
     return f"{base}{scope}/{plural}" + (f"/{name}" if name else "")
 

@@ -45,7 +45,8 @@ def release_values(cfg) -> dict[str, dict]:
         "envoy-gateway": {"deployment": {"envoyGateway": {"resources": {"requests": {"cpu": "100m",
                                                                                     "memory": "256Mi"}}}}},
         "istio-base": {"defaultRevision": "default"},
-        "istiod": {"pilot": {"resources": {"requests": {"cpu": "100m", "memory": "256Mi"}}}},
+        # istiod >= 1.24 reads its settings at the top level (`pilot.` is silently ignored).
+        "istiod": {"resources": {"requests": {"cpu": "100m", "memory": "256Mi"}}},
         "istio-ingressgateway": {"service": {"type": "ClusterIP"}, "resources": {"requests": REQUESTS},
                                  "labels": {"istio": "ingressgateway"}},
     }

@@ -35,7 +35,12 @@ SECRET_STORE = "langsmith-ssm"
 CONFIG_SECRET = "langsmith-config"
 # SSM leaf -> key in the langsmith-config secret (the chart's config.existingSecretName contract)
 CONFIG_KEYS = {"langsmith-license-key": "langsmith_license_key", "langsmith-api-key-salt": "api_key_salt",
-               "langsmith-jwt-secret": "jwt_secret", "langsmith-admin-password": "initial_org_admin_password"}
+               "langsmith-jwt-secret": "jwt_secret", "langsmith-admin-password": "initial_org_admin_password",
+               "langsmith-insights-encryption-key": "insights_encryption_key",
+               "langsmith-polly-encryption-key": "polly_encryption_key"}
+# The chart's defaultArgs (metrics-server 3.13.0 values.yaml) with the kubelet reached on its InternalIP only.
+METRICS_SERVER_ARGS = ["--cert-dir=/tmp", "--kubelet-preferred-address-types=InternalIP",
+                       "--kubelet-use-node-status-port", "--metric-resolution=15s"]
 SECRET_WAIT_SECONDS = 120
 NAMESPACE_WAIT_SECONDS = 600
 
@@ -63,7 +68,9 @@ def release_values(ctx) -> dict[str, dict]:
                                                                or cfg["eks_cluster_version"])},
                                "rbac": {"serviceAccount": _service_account("cluster-autoscaler",
                                                                            roles["cluster-autoscaler"])}},
-        "metrics-server": {"args": ["--kubelet-preferred-address-types=InternalIP"]},
+        # `args` are appended after the chart's defaultArgs, which already set the address types:
+        # replace that one entry instead of adding a second flag.
+        "metrics-server": {"defaultArgs": METRICS_SERVER_ARGS},
         "keda": {"resources": {"operator": {"requests": {"cpu": "100m", "memory": "100Mi"}}}},
         "external-secrets": {"installCRDs": True,
                              "serviceAccount": _service_account("external-secrets", roles["external-secrets"])},

@@ -22,11 +22,28 @@ from .ingress import GATEWAY_NAME
 
 RELEASE = "langsmith"
 READY_SECONDS = 1800
-# component -> (min replicas, max replicas); queue and ingest-queue also scale on Redis queue depth (KEDA)
+AGENTS_NAMESPACE = "langsmith-agents"
+# The operator's custom resource, one per LangGraph deployment (the chart's templates/operator/crds.yaml:
+# CRD lgps.apps.langchain.ai, kind LGP, version v1alpha1).
+LGP_API, LGP_KIND = "apps.langchain.ai/v1alpha1", "LGP"
+# component -> (min replicas, max replicas)
 AUTOSCALING = {"frontend": (1, 10), "backend": (3, 10), "platformBackend": (1, 10), "playground": (1, 10),
                "queue": (3, 10), "ingestQueue": (3, 10), "aceBackend": (1, 5)}
+# These scale on Redis queue depth (KEDA) instead of an HPA: the chart's validate.yaml refuses both at once.
 KEDA_SCALED = ("queue", "ingestQueue")
-S3_COMPONENTS = ("backend", "platformBackend", "queue", "ingestQueue", "hostBackend", "listener")
+# Workloads the chart gives the traces bucket (config.blobStorage), by values path, with the service
+# account the chart names for each ({release}-{name}, or {release}-{namePrefix}-{name} for the agents);
+# each gets the IRSA annotation, and the storage step's role trusts exactly these.
+S3_WORKLOADS = {
+    ("backend",): "langsmith-backend", ("platformBackend",): "langsmith-platform-backend",
+    ("queue",): "langsmith-queue", ("ingestQueue",): "langsmith-ingest-queue",
+    ("hostBackend",): "langsmith-host-backend", ("listener",): "langsmith-listener",
+    ("engineInsightsAgent", "apiServer"): "langsmith-standalone-insights-api-server",
+    ("engineInsightsAgent", "queue"): "langsmith-standalone-insights-queue",
+    ("polly", "apiServer"): "langsmith-standalone-polly-api-server",
+    ("polly", "queue"): "langsmith-standalone-polly-queue",
+}
+DEPLOYMENTS_COMPONENTS = ("hostBackend", "listener", "operator")
 # profile -> component -> (cpu, memory) requests
 SIZING = {
     "dev": {"frontend": ("100m", "256Mi"), "backend": ("250m", "1Gi"), "platformBackend": ("100m", "512Mi"),
@@ -78,27 +95,40 @@ def connection_secrets(ctx) -> list[dict]:
     return found
 
 
-def _component(cfg, name: str, role: str) -> dict:
+def _component(cfg, name: str) -> dict:
     cpu, memory = SIZING[cfg["langsmith_sizing"]][name]
     values: dict = {"deployment": {"resources": {"requests": {"cpu": cpu, "memory": memory}}}}
     if name in AUTOSCALING:
         low, high = AUTOSCALING[name]
         values["deployment"]["replicas"] = low
-        values["autoscaling"] = {"hpa": {"enabled": True, "minReplicas": low, "maxReplicas": high}}
-        if name in KEDA_SCALED:
-            values["autoscaling"]["keda"] = {"enabled": True, "minReplicas": low, "maxReplicas": high}
-    if name in S3_COMPONENTS:
-        values["serviceAccount"] = {"annotations": {IRSA_ANNOTATION: role}}
+        # KEDA's ScaledObject keys are minReplicaCount/maxReplicaCount (the chart's
+        # templates/queue/scaled-object.yaml); the HPA's are minReplicas/maxReplicas.
+        values["autoscaling"] = ({"keda": {"enabled": True, "minReplicaCount": low, "maxReplicaCount": high}}
+                                 if name in KEDA_SCALED else
+                                 {"hpa": {"enabled": True, "minReplicas": low, "maxReplicas": high}})
     return values
+
+
+def _irsa(values: dict, role: str, enabled_components: set[str]) -> None:
+    """The IRSA annotation on the service account of every workload given the bucket."""
+    for path in S3_WORKLOADS:
+        if path[0] in enabled_components:
+            node = values
+            for key in path:
+                node = node.setdefault(key, {})
+            node["serviceAccount"] = {"annotations": {IRSA_ANNOTATION: role}}
 
 
 def langsmith_values(ctx) -> dict:
     cfg = ctx.config
     storage = ctx.upstream("storage")
-    role = storage["langsmith_role_arn"]
+    tls = cfg["tls_certificate_source"] != "none"
     values: dict = {
-        "config": {"existingSecretName": CONFIG_SECRET, "hostname": hostname(ctx),
-                   "basicAuth": {"enabled": True, "initialOrgAdminEmail": admin_email(cfg)},
+        # config.hostname carries its scheme: the chart uses it verbatim for the public URLs
+        # (HOST_BACKEND_ENDPOINT_PUBLIC) and adds https:// to a bare name (_helpers.tpl hostnameWithProtocol).
+        # authType mixed: the only one basic auth (the initial admin password) works with (validate.yaml).
+        "config": {"existingSecretName": CONFIG_SECRET, "hostname": url(ctx), "authType": "mixed",
+                   "initialOrgAdminEmail": admin_email(cfg), "basicAuth": {"enabled": True},
                    "blobStorage": {"enabled": True, "engine": "S3", "bucketName": storage["bucket_name"],
                                    "apiURL": f"https://s3.{cfg['region']}.amazonaws.com"}},
         "clickhouse": {"statefulSet": {"persistence": {"storageClassName": "gp3", "size": "50Gi"},
@@ -106,25 +136,29 @@ def langsmith_values(ctx) -> dict:
                                            cfg["langsmith_sizing"]]["clickhouse"]))}}},
     }
     for name in AUTOSCALING:
-        values[name] = _component(cfg, name, role)
+        values[name] = _component(cfg, name)
+    # Our ALB (through its TargetGroupBinding) serves: the chart's LoadBalancer default would make another.
+    values["frontend"]["service"] = {"type": "ClusterIP"}
     if cfg["postgres_source"] == "external":
         values["postgres"] = {"external": {"enabled": True, "existingSecretName": "langsmith-postgres"}}
     if cfg["redis_source"] == "external":
         values["redis"] = {"external": {"enabled": True, "existingSecretName": "langsmith-redis"}}
     gateway = cfg.gateway
     if gateway == "nginx":
-        values["ingress"] = {"enabled": True, "ingressClassName": "nginx", "hostname": hostname(ctx)}
+        values["ingress"] = {"enabled": True, "ingressClassName": "nginx"}
     elif gateway == "envoy":
         values["gateway"] = {"enabled": True, "name": GATEWAY_NAME, "namespace": NAMESPACE}
     elif gateway == "istio":
         values["istioGateway"] = {"enabled": True, "name": GATEWAY_NAME, "namespace": "istio-system"}
+    enabled = {*AUTOSCALING, "engineInsightsAgent", "polly"}  # insights and polly are on in the chart
     if cfg["enable_langsmith_deployments"]:
-        values["config"]["deployment"] = {"enabled": True, "url": url(ctx)}
-        for name in ("hostBackend", "listener", "operator"):
-            values[name] = {"enabled": True, **({"serviceAccount": {"annotations": {IRSA_ANNOTATION: role}}}
-                                                if name in S3_COMPONENTS else {})}
+        # This alone turns on host-backend, listener and operator (their templates check it).
+        values["config"]["deployment"] = {"enabled": True, "tlsEnabled": tls}
+        enabled.update(DEPLOYMENTS_COMPONENTS)
         if cfg["enable_split_dataplane"]:
-            values["config"]["deployment"]["agentNamespace"] = "langsmith-agents"
+            # The operator reconciles LangGraph deployments in both namespaces (a Role in each).
+            values["operator"] = {"watchNamespaces": f"{NAMESPACE},{AGENTS_NAMESPACE}"}
+    _irsa(values, storage["langsmith_role_arn"], enabled)
     return values
 
 
@@ -146,7 +180,7 @@ class Langsmith(Step):
         self._wait_for(ctx, lambda: all(kube.get("v1", "Secret", e["metadata"]["name"], NAMESPACE)
                                         for e in connection_secrets(ctx)), "connection secrets from SSM", 120)
         if cfg["enable_split_dataplane"]:
-            kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "langsmith-agents"}})
+            kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": AGENTS_NAMESPACE}})
         release = install_release(ctx, helm, RELEASE, langsmith_values(ctx))
         self._wait_for(ctx, lambda: not self._not_ready(kube), "LangSmith jobs and deployments", READY_SECONDS)
         return {"url": url(ctx), "hostname": hostname(ctx), "release": RELEASE, "namespace": NAMESPACE,
@@ -202,9 +236,9 @@ class Langsmith(Step):
             kube, helm = ctx.cluster()
         except ClusterMissing:
             return
-        for namespace in (NAMESPACE, "langsmith-agents"):
-            for lgp in kube.list("langchain.com/v1alpha1", "LangGraphPlatform", namespace):
-                kube.delete("langchain.com/v1alpha1", "LangGraphPlatform", lgp["metadata"]["name"], namespace)
+        for namespace in (NAMESPACE, AGENTS_NAMESPACE):
+            for lgp in kube.list(LGP_API, LGP_KIND, namespace):
+                kube.delete(LGP_API, LGP_KIND, lgp["metadata"]["name"], namespace)
             for ingress in kube.list("networking.k8s.io/v1", "Ingress", namespace):
                 kube.delete("networking.k8s.io/v1", "Ingress", ingress["metadata"]["name"], namespace)
         if helm.uninstall(RELEASE, NAMESPACE):

@@ -27,6 +27,12 @@ def _base64_secret() -> str:
     return base64.b64encode(os.urandom(32)).decode()
 
 
+def _fernet_key() -> str:
+    """A Fernet key: 32 random bytes, url-safe base64 (what cryptography's Fernet.generate_key()
+    makes, and what the chart tells users to generate for its encryption keys in values.yaml)."""
+    return base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
 def _admin_password() -> str:
     """At least 12 characters with a lowercase, an uppercase, a digit and a symbol, as the chart asks."""
     return random.token_urlsafe(18) + random.choice("abcdefghjkmnpqrstuvwxyz") + \
@@ -40,6 +46,10 @@ GENERATORS = {
     "langsmith-api-key-salt": _base64_secret,
     "langsmith-jwt-secret": _base64_secret,
     "langsmith-admin-password": _admin_password,
+    # Insights and Polly are on in the chart and read these from langsmith-config with optional: false;
+    # rotating one would make what they encrypted unreadable.
+    "langsmith-insights-encryption-key": _fernet_key,
+    "langsmith-polly-encryption-key": _fernet_key,
 }
 
 

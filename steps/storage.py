@@ -19,17 +19,23 @@ from ._buckets import (ENCRYPTION_RULE, PUBLIC_ACCESS_BLOCK, bucket_exists, deri
                        ensure_bucket_policy, ensure_private_bucket, read_setting)
 from ._iam import delete_role, ensure_role, irsa_trust
 from .base import Finding, Step, register
+from .langsmith import S3_WORKLOADS
 
 ROLE = "irsa-langsmith"
 LANGSMITH_NAMESPACE = "langsmith"
-# The chart's service accounts that read and write traces (the spec's IRSA table), not the whole namespace.
-LANGSMITH_SERVICE_ACCOUNTS = ["langsmith-backend", "langsmith-platform-backend", "langsmith-queue",
-                              "langsmith-ingest-queue", "langsmith-host-backend", "langsmith-listener"]
+# The chart's service accounts that read and write traces (every workload it gives the bucket), not the
+# whole namespace.
+LANGSMITH_SERVICE_ACCOUNTS = sorted(S3_WORKLOADS.values())
 OBJECT_ACTIONS = ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"]
 
 
 def bucket_name(ctx) -> str:
     return derived_name(ctx, "traces")
+
+
+def langsmith_trust(eks: dict) -> str:
+    """The LangSmith role's trust: the chart's service accounts that get the bucket."""
+    return irsa_trust(eks, LANGSMITH_NAMESPACE, LANGSMITH_SERVICE_ACCOUNTS)
 
 
 def lifecycle_rules(config) -> list[dict]:
@@ -80,8 +86,8 @@ class Storage(Step):
         missing_tables = sorted(set(route_tables) - set(endpoint.get("RouteTableIds", [])))
         if missing_tables:
             ec2.modify_vpc_endpoint(VpcEndpointId=endpoint_id, AddRouteTableIds=missing_tables)
-        role = ensure_role(ctx, ROLE, irsa_trust(ctx.upstream("eks"), LANGSMITH_NAMESPACE, LANGSMITH_SERVICE_ACCOUNTS),
-                           [], "LangSmith pods: the traces bucket", policies.langsmith_s3(bucket))
+        role = ensure_role(ctx, ROLE, langsmith_trust(ctx.upstream("eks")), [], "LangSmith pods: the traces bucket",
+                           policies.langsmith_s3(bucket))
         ensure_bucket_policy(ctx, bucket, bucket_policy(bucket, endpoint_id, role), current=settings["policy"])
         return {"bucket_name": bucket, "bucket_arn": f"arn:aws:s3:::{bucket}", "s3_vpc_endpoint_id": endpoint_id,
                 "langsmith_role_arn": role}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 
@@ -121,12 +122,16 @@ def test_secrets_are_secure_strings_under_the_deployment_prefix(applied):
     ssm = client("ssm")
     params = {p["Name"]: p for p in ssm.describe_parameters()["Parameters"]}
     expected = ["postgres-password", "redis-auth-token", "langsmith-api-key-salt", "langsmith-jwt-secret",
-                "langsmith-admin-password", "langsmith-license-key"]
+                "langsmith-admin-password", "langsmith-insights-encryption-key", "langsmith-polly-encryption-key",
+                "langsmith-license-key"]
     for leaf in expected:
         assert params[f"/langsmith/acme-test/{leaf}"]["Type"] == "SecureString"
     admin = ssm.get_parameter(Name="/langsmith/acme-test/langsmith-admin-password", WithDecryption=True)
     value = admin["Parameter"]["Value"]
     assert len(value) >= 12 and any(c.isupper() for c in value) and any(c.islower() for c in value)
+    for leaf in ("langsmith-insights-encryption-key", "langsmith-polly-encryption-key"):  # Fernet keys
+        key = ssm.get_parameter(Name=f"/langsmith/acme-test/{leaf}", WithDecryption=True)["Parameter"]["Value"]
+        assert len(base64.urlsafe_b64decode(key.encode())) == 32 and "+" not in key and "/" not in key
 
 
 def test_postgres_is_private_encrypted_protected_and_reachable_from_the_vpc_only(applied):

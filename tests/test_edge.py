@@ -273,14 +273,14 @@ def test_langsmith_values_carry_outputs_and_no_secret(aws, tmp_path, kube_server
     state = json.loads(open(f"state/{DEPLOYMENT}.json").read())["steps"]
     bucket = state["storage"]["outputs"]["bucket_name"]
     role = state["storage"]["outputs"]["langsmith_role_arn"]
-    assert values["config"]["blobStorage"]["bucketName"] == bucket and values["config"]["hostname"] == DOMAIN
+    assert values["config"]["blobStorage"]["bucketName"] == bucket and values["config"]["hostname"] == f"http://{DOMAIN}"
     assert values["config"]["existingSecretName"] == "langsmith-config"
     assert values["backend"]["serviceAccount"]["annotations"]["eks.amazonaws.com/role-arn"] == role
     assert values["backend"]["autoscaling"]["hpa"] == {"enabled": True, "minReplicas": 3, "maxReplicas": 10}
     assert values["queue"]["autoscaling"]["keda"]["enabled"] is True
     assert values["aceBackend"]["autoscaling"]["hpa"]["maxReplicas"] == 5
     assert values["clickhouse"]["statefulSet"]["persistence"]["storageClassName"] == "gp3"
-    assert values["config"]["deployment"]["enabled"] and values["operator"]["enabled"]
+    assert values["config"]["deployment"] == {"enabled": True, "tlsEnabled": False}
     assert values["postgres"]["external"]["existingSecretName"] == "langsmith-postgres"
     secret = kube_server.cluster.find("", "secrets", "langsmith", "langsmith-postgres")
     url = base64.b64decode(secret["data"]["connection_url"]).decode()

@@ -88,7 +88,8 @@ def test_langsmith_config_secret_comes_from_ssm_through_external_secrets(shared_
     salt = ssm.get_parameter(Name=f"/langsmith/{DEPLOYMENT}/langsmith-api-key-salt", WithDecryption=True)
     assert data["langsmith_license_key"] == LICENSE
     assert data["api_key_salt"] == salt["Parameter"]["Value"]
-    assert set(data) == {"langsmith_license_key", "api_key_salt", "jwt_secret", "initial_org_admin_password"}
+    assert set(data) == {"langsmith_license_key", "api_key_salt", "jwt_secret", "initial_org_admin_password",
+                         "insights_encryption_key", "polly_encryption_key"}
     state = (open(f"state/{DEPLOYMENT}.json").read())
     assert LICENSE not in state and data["jwt_secret"] not in state
 

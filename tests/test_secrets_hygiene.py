@@ -26,7 +26,7 @@ def test_no_secret_reaches_state_events_or_output(aws, tmp_path):
         assert result.code == 0, (command, result)
         transcripts.append(result.out + result.err)
     values = secret_values()
-    assert len(values) == 6 and LICENSE in values.values()
+    assert len(values) == 8 and LICENSE in values.values()
     state_text = (tmp_path / "state" / f"{DEPLOYMENT}.json").read_text()
     everything = "\n".join(transcripts + [state_text])
     leaked = [name for name, value in values.items() if value in everything]
