@@ -22,6 +22,7 @@ from provisioner.charts import DEFAULT_CHARTS
 from provisioner.config import validate
 from provisioner.simulation.helm_download import fetch as fetch_helm
 from steps import ingress, k8s_bootstrap, langsmith
+from steps.alb import target_groups
 from steps.eks import Eks
 from steps.secrets import GENERATORS, LICENSE_LEAF
 
@@ -90,7 +91,9 @@ class Context:
             "secrets": {"parameters": {leaf: prefix + leaf for leaf in [*GENERATORS, LICENSE_LEAF]}},
             "storage": {"bucket_name": BUCKET, "langsmith_role_arn": LANGSMITH_ROLE},
             "alb": {"dns_name": "acme-test-alb-1234567890.us-west-2.elb.amazonaws.com",
-                    "target_group_arn": f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:targetgroup/acme/0123456789abcdef"},
+                    "target_groups": {str(port): f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:targetgroup/"
+                                                 f"{name}/0123456789abcde{port % 10}"
+                                      for port, (name, _, _) in target_groups(config).items()}},
             "dns": {"zone_id": "Z0123456789ABCDEFGHIJ"} if config["langsmith_domain"] else {},
             "postgres": {"address": "acme-test-pg.abc.us-west-2.rds.amazonaws.com", "port": 5432,
                          "database": "langsmith", "username": "langsmith",

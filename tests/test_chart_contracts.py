@@ -67,7 +67,7 @@ class Mode:
         self.values = releases(self.ctx)
         self.rendered = {release: render(release, values) for release, values in self.values.items()}
         self.ours = (k8s_bootstrap._external_secrets(self.ctx) + langsmith.connection_secrets(self.ctx)
-                     + ingress.gateway_objects(self.ctx) + [ingress.target_group_binding(self.ctx)])
+                     + ingress.gateway_objects(self.ctx) + ingress.target_group_bindings(self.ctx))
 
     def objects(self, kind: str | None = None) -> list[dict]:
         return [obj for objects in self.rendered.values() for obj in objects if kind in (None, obj["kind"])]
@@ -183,24 +183,28 @@ def _container_port(deployed: Mode, namespace: str, service_name: str, target) -
     return None
 
 
-def test_the_alb_targets_a_service_and_port_the_charts_render(deployed):
-    """(d) The TargetGroupBinding's Service and port exist, and reach the pod port the ALB's
-    target group and security group were made for."""
-    binding = next(o for o in deployed.ours if o["kind"] == "TargetGroupBinding")
-    namespace, service, pod_port = alb.TARGETS[deployed.cfg.gateway]
-    ref = binding["spec"]["serviceRef"]
-    assert (binding["metadata"]["namespace"], ref["name"]) == (namespace, service)
-    if deployed.cfg.gateway == "envoy":
-        # Envoy Gateway makes the proxy Service at run time, as the EnvoyProxy names it, with one port
-        # per Gateway listener; a listener below 1024 is served by the proxy on port + 10000.
-        proxy = deployed.find("EnvoyProxy", "langsmith-proxy", namespace)
-        assert proxy["spec"]["provider"]["kubernetes"]["envoyService"]["name"] == service
-        listeners = deployed.find("Gateway", ingress.GATEWAY_NAME, ingress.NAMESPACE)["spec"]["listeners"]
-        assert ref["port"] in [listener["port"] for listener in listeners] and pod_port == ref["port"] + 10000
-        return
-    port = _service_port(deployed, namespace, service, ref["port"])
-    assert port is not None, f"Service {namespace}/{service} has no port {ref['port']}"
-    assert _container_port(deployed, namespace, service, port.get("targetPort", ref["port"])) == pod_port
+def test_the_load_balancer_targets_services_and_ports_the_charts_render(deployed):
+    """(d) Each TargetGroupBinding's Service and port exist, and reach the pod port the load
+    balancer's target group and security group were made for."""
+    bindings = [o for o in deployed.ours if o["kind"] == "TargetGroupBinding"]
+    namespace, service, pod_ports = alb.TARGETS[deployed.cfg.gateway]
+    assert sorted(b["spec"]["serviceRef"]["port"] for b in bindings) == sorted(
+        int(port) for port in deployed.ctx.upstream("alb")["target_groups"])
+    for binding in bindings:
+        ref = binding["spec"]["serviceRef"]
+        assert (binding["metadata"]["namespace"], ref["name"]) == (namespace, service)
+        pod_port = pod_ports[ref["port"]]
+        if deployed.cfg.gateway == "envoy":
+            # Envoy Gateway makes the proxy Service at run time, as the EnvoyProxy names it, with one port
+            # per Gateway listener; a listener below 1024 is served by the proxy on port + 10000.
+            proxy = deployed.find("EnvoyProxy", "langsmith-proxy", namespace)
+            assert proxy["spec"]["provider"]["kubernetes"]["envoyService"]["name"] == service
+            listeners = deployed.find("Gateway", ingress.GATEWAY_NAME, ingress.NAMESPACE)["spec"]["listeners"]
+            assert ref["port"] in [listener["port"] for listener in listeners] and pod_port == ref["port"] + 10000
+            continue
+        port = _service_port(deployed, namespace, service, ref["port"])
+        assert port is not None, f"Service {namespace}/{service} has no port {ref['port']}"
+        assert _container_port(deployed, namespace, service, port.get("targetPort", ref["port"])) == pod_port
 
 
 def test_routes_and_gateways_point_at_what_exists(deployed):
