@@ -16,6 +16,7 @@ from provisioner.simulation import aws as simulator  # noqa: E402 (moto reads th
 from provisioner.charts import HELM_RELEASES
 from provisioner.simulation.fakekube import FakeKubeServer
 from provisioner.simulation.helm_download import fetch as fetch_helm
+from tests.census import remember_fresh_account
 
 REGION = "us-east-1"
 LICENSE = "lic-TEST-0000-very-secret-license"
@@ -51,6 +52,7 @@ def fresh_account(moto_server, kube_server, monkeypatch, workdir) -> None:
     monkeypatch.setenv("AWS_REGION", REGION)
     monkeypatch.setenv("LANGSMITH_LICENSE_KEY", LICENSE)
     monkeypatch.chdir(workdir)
+    remember_fresh_account(kube_server.cluster)
 
 
 @pytest.fixture

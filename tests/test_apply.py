@@ -222,14 +222,14 @@ def test_apply_adopts_and_repairs_drift(applied):
     s3 = client("s3")
     bucket = json.loads(open("state/acme-test.json").read())["steps"]["storage"]["outputs"]["bucket_name"]
     s3.delete_bucket_lifecycle(Bucket=bucket)
-    before = census(DEPLOYMENT)
+    before = census()
     verify = run_cli("verify", config)
     assert verify.code == 1 and "lifecycle differs" in verify.out
     plan = run_cli("plan", config)
     assert "storage    update" in plan.out
     assert run_cli("apply", config, "--yes").code == 0
     assert len(s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]) == 2
-    assert census(DEPLOYMENT) == before
+    assert census() == before
     assert run_cli("verify", config).code == 0
 
 
@@ -239,7 +239,7 @@ def test_plan_before_anything_exists_says_create_for_every_step(aws, tmp_path):
     assert result.code == 0
     for step in ("vpc", "secrets", "storage", "postgres", "redis", "eks"):
         assert f"{step:<10} create" in result.out
-    assert census(DEPLOYMENT) == {}
+    assert census() == {}
 
 
 def test_in_cluster_data_stores_skip_rds_and_elasticache(aws, tmp_path):

@@ -11,7 +11,7 @@ import boto3
 import pytest
 import yaml
 
-from tests.census import census, cluster_census
+from tests.census import census, cluster_census, cluster_changes
 from tests.conftest import REGION, run_cli, write_config
 from tests.faults import CallRecorder, install_session_hooks
 
@@ -98,8 +98,8 @@ def test_permutation_applies_reapplies_without_change_and_destroys_clean(permuta
 
     gone = run_cli("destroy", config, "--yes")
     assert gone.code == 0, gone
-    assert census(DEPLOYMENT) == {}
-    assert list(cluster_census(kube_server.cluster)) == [("storageclass", "gp2")]
+    assert census() == {}
+    assert cluster_changes(kube_server.cluster) == {}
     assert client("elbv2").describe_load_balancers()["LoadBalancers"] == []
     assert client("route53").list_hosted_zones()["HostedZones"] == []
     assert client("acm").list_certificates()["CertificateSummaryList"] == []
@@ -123,7 +123,7 @@ def test_disallowed_permutations_fail_validation_before_any_call(settings, probl
     kube_server.cluster.requests.clear()
     result = run_cli("apply", config, "--yes")
     assert result.code == 2 and problem in result.err
-    assert census(DEPLOYMENT) == {} and kube_server.cluster.requests == []
+    assert census() == {} and kube_server.cluster.requests == []
 
 
 def assert_egress_through_firewall(allowed_extra: str):
@@ -212,7 +212,7 @@ def test_largest_permutation_all_add_ons_reapply_and_destroy(aws, tmp_path, kube
 
     (tmp_path / "state" / f"{DEPLOYMENT}.json").unlink()  # lost state: destroy finds it all by name and tags
     assert run_cli("destroy", widened, "--yes").code == 0
-    assert census(DEPLOYMENT) == {}
+    assert census() == {}
     assert client("cloudtrail").describe_trails()["trailList"] == []
     assert wafv2.list_web_acls(Scope="REGIONAL")["WebACLs"] == []
     assert client("network-firewall").list_firewalls()["Firewalls"] == []

@@ -37,7 +37,7 @@ def test_quota_exhausted_stops_apply_before_anything_is_created(aws, tmp_path):
     assert "request an increase (Service Quotas vpc L-F678F1CE)" in preflight.out
     apply = run_cli("apply", config, "--yes")
     assert apply.code == 1 and "stopped by preflight" in apply.out
-    assert census(DEPLOYMENT) == {}
+    assert census() == {}
 
 
 def test_leftovers_are_offered_for_adoption_or_named_for_clean_up(aws, tmp_path):

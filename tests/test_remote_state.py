@@ -67,7 +67,7 @@ def test_missing_or_unversioned_state_bucket_is_refused(aws, tmp_path):
     boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
     result = run_cli("apply", config, "--yes")
     assert result.code == 2 and "versioning off" in result.err
-    assert census(DEPLOYMENT) == {}
+    assert census() == {}
 
 
 def test_many_writers_racing_for_the_lease_get_exactly_one_winner(s3):
@@ -138,7 +138,7 @@ def test_crash_while_holding_the_lease_then_resume(s3, tmp_path, monkeypatch):
     assert resumed.code == 0, resumed
     final = read_state(s3)
     assert final["lineage"] == recorded["lineage"] and final["serial"] > recorded["serial"]
-    assert max(census(DEPLOYMENT).values()) == 1
+    assert max(census().values()) == 1
 
 
 def test_two_operators_applying_at_once_one_proceeds_the_other_fails_clearly(s3, tmp_path):
@@ -160,7 +160,7 @@ def test_two_operators_applying_at_once_one_proceeds_the_other_fails_clearly(s3,
     loser = next(r for r in results if r.code == 1)
     assert "locked by apply" in loser.err
     assert {step["status"] for step in read_state(s3)["steps"].values()} == {"created"}
-    assert max(census(DEPLOYMENT).values()) == 1
+    assert max(census().values()) == 1
 
 
 def test_a_run_that_loses_its_lease_stops_before_writing(s3, tmp_path, monkeypatch):

@@ -48,6 +48,7 @@ from moto.rds.models import DBInstance
 from moto.s3.models import S3Backend
 from moto.server import ThreadedMotoServer
 
+from . import calls as call_record
 from . import firewall as simulated_firewall
 
 
@@ -393,9 +394,11 @@ def start_cluster(aws_endpoint: str, region: str = "us-east-1"):
 
 
 def start_server() -> tuple[ThreadedMotoServer, str]:
-    """A moto server on a free loopback port, with the gaps above filled."""
+    """A moto server on a free loopback port, with the gaps above filled, recording every
+    request it receives (calls.LOG)."""
     install()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    call_record.install(server)
     host, port = server.get_host_and_port()
     return server, f"http://{host}:{port}"
