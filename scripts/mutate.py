@@ -51,7 +51,7 @@ MUTANTS = [
     Mutant("eks-wait-skipped", "the EKS step no longer waits for the cluster to be ACTIVE before using it",
            (("steps/eks.py", '            return found if found["status"] == "ACTIVE" else None',
              "            return found"),),
-           ("tests/test_apply.py", "-k", "ready")),
+           ("tests/test_readiness.py",)),
     Mutant("ids-recorded-late", "physical IDs are written to the state only when the step ends, not when each "
            "create returns",
            (("provisioner/context.py", "        self.state.record_physical_id(self.step, key, physical_id)\n",

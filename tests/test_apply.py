@@ -9,7 +9,7 @@ import pytest
 
 from tests.census import census
 from tests.conftest import REGION, run_cli, write_config
-from tests.faults import CallRecorder, install_session_hooks
+from tests.faults import AwsCalls
 
 DEPLOYMENT = "acme-test"
 
@@ -205,12 +205,11 @@ def test_irsa_roles_trust_only_their_service_accounts_and_reach_only_their_resou
 def test_reapply_makes_no_mutating_call(applied, monkeypatch, kube_server):
     """Neither in AWS nor in the cluster: no create, patch or delete, no helm upgrade."""
     config, _ = applied
-    recorder = CallRecorder()
-    install_session_hooks(monkeypatch, **{"before-call": recorder})
     kube_server.cluster.requests.clear()
-    result = run_cli("apply", config, "--yes")
+    with AwsCalls() as seen:
+        result = run_cli("apply", config, "--yes")
     assert result.code == 0, result
-    assert recorder.mutating == []
+    assert seen.calls and seen.mutating == []
     assert kube_server.cluster.mutations == []
     assert "helm upgrade" not in result.out
     assert "0 mutating" in result.out and result.out.count("unchanged") == 10

@@ -13,7 +13,7 @@ import yaml
 
 from tests.census import census, cluster_census, cluster_changes
 from tests.conftest import REGION, run_cli, write_config
-from tests.faults import CallRecorder, install_session_hooks
+from tests.faults import AwsCalls
 
 DEPLOYMENT = "acme-test"
 DOMAIN = "langsmith.example.com"
@@ -88,13 +88,11 @@ def test_permutation_applies_reapplies_without_change_and_destroys_clean(permuta
     assert cluster_census(kube_server.cluster)[("helm-release", "langsmith/langsmith: deployed")] == 1
     assert run_cli("verify", config).code == 0
 
-    recorder = CallRecorder()
     kube_server.cluster.requests.clear()
-    with monkeypatch.context() as patch:
-        install_session_hooks(patch, **{"before-call": recorder})
+    with AwsCalls() as seen:
         again = run_cli("apply", config, "--yes")
     assert again.code == 0, again
-    assert recorder.mutating == [] and kube_server.cluster.mutations == []
+    assert seen.calls and seen.mutating == [] and kube_server.cluster.mutations == []
 
     gone = run_cli("destroy", config, "--yes")
     assert gone.code == 0, gone
@@ -199,11 +197,9 @@ def test_largest_permutation_all_add_ons_reapply_and_destroy(aws, tmp_path, kube
     assert any(kind == "CNAME" for _, kind in records)  # the certificate's validation record
     assert run_cli("verify", config).code == 0
 
-    recorder = CallRecorder()
-    with monkeypatch.context() as patch:
-        install_session_hooks(patch, **{"before-call": recorder})
+    with AwsCalls() as seen:
         assert run_cli("apply", config, "--yes").code == 0
-    assert recorder.mutating == []  # the vpc step leaves the firewall's route alone
+    assert seen.mutating == []  # the vpc step leaves the firewall's route alone
 
     widened = write_config(tmp_path / "config.yaml", firewall_allowed_fqdns=["beacon.langchain.com", "api.openai.com"],
                            **extra)

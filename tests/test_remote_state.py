@@ -13,7 +13,7 @@ from provisioner.errors import LockHeld
 from provisioner.remote_state import S3Lease, StateFenced
 from tests.census import census
 from tests.conftest import REGION, run_cli, write_config
-from tests.faults import CallRecorder, install_session_hooks, run_until_crash
+from tests.faults import AwsCalls, install_session_hooks, run_until_crash
 
 DEPLOYMENT = "acme-test"
 BUCKET = "acme-terraform-state"
@@ -53,11 +53,10 @@ def test_apply_keeps_the_state_in_s3_with_a_version_per_write(s3, tmp_path):
 
 
 def test_refusing_without_a_terminal_reads_nothing_from_s3(s3, tmp_path, monkeypatch):
-    recorder = CallRecorder()
-    install_session_hooks(monkeypatch, **{"before-call": recorder})
-    result = run_cli("apply", s3_config(tmp_path))
+    with AwsCalls() as seen:
+        result = run_cli("apply", s3_config(tmp_path))
     assert result.code == 2 and "--yes" in result.err
-    assert recorder.calls == []
+    assert seen.calls == []
 
 
 def test_missing_or_unversioned_state_bucket_is_refused(aws, tmp_path):
