@@ -430,10 +430,14 @@ def cluster_changes(cluster) -> Counter:
     return _beyond(_fresh["cluster"], cluster_census(cluster))
 
 
-def changes_since(before: tuple[Inventory, Inventory], cluster) -> dict:
-    """What differs in the account and the cluster from `before` (a world()), by name,
-    less what destroy keeps on purpose: {} when they are back to exactly what they held."""
-    now = world(cluster)
-    return {f"{where} {change}": entries for where, old, new in (("aws", before[0], now[0]),
-                                                                   ("cluster", before[1], now[1]))
+def changes_between(before: tuple[Counter, Counter], after: tuple[Counter, Counter]) -> dict:
+    """What differs in the account and the cluster between two world()s, by name, less
+    what destroy keeps on purpose: {} when they hold exactly the same."""
+    return {f"{where} {change}": entries for where, old, new in (("aws", before[0], after[0]),
+                                                                   ("cluster", before[1], after[1]))
             for change, entries in leftovers(old, new).items()}
+
+
+def changes_since(before: tuple[Counter, Counter], cluster) -> dict:
+    """changes_between(before, the world now)."""
+    return changes_between(before, world(cluster))

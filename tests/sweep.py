@@ -11,7 +11,7 @@ import requests
 
 from provisioner import graph
 from provisioner.aws import is_mutating
-from tests.census import difference, inventory, leftovers, world
+from tests.census import changes_between, difference, inventory, world
 from tests.conftest import run_cli
 from tests.faults import ClusterCrashAfter, CrashAfter, SharedClients, SimulatedCrash, stop_cluster_calls_after
 
@@ -131,9 +131,7 @@ def sweep(config: str, aws, kube_server, monkeypatch, state_path, only: set[str]
                 ids = recorded_ids(state_path, {step})
                 result = run_cli("destroy", config, "--yes")  # this step only
                 now = world(kube_server.cluster)
-                left = {f"{where} {change}": entries for where, old, new in (("aws", before[2], now[0]),
-                                                                               ("cluster", before[3], now[1]))
-                        for change, entries in leftovers(old, new).items()}
+                left = changes_between(before[2:], now)
                 if result.code != 0 or left:
                     failures.append((step, "its destroy left", left, result.out[-400:]))
                 still_there = (ids - ids_before) & ids_in(now)
