@@ -60,7 +60,7 @@ MUTANTS = [
              "                outputs = action(ctx)\n"
              '                for key, value in ctx.__dict__.get("late", []):\n'
              "                    self.state.record_physical_id(name, key, value)\n")),
-           ("tests/test_crash_resume.py::test_resume_after_a_crash_at_every_change_creates_no_duplicates",)),
+           ("tests/test_crash_resume.py::test_resume_after_a_crash_keeps_what_the_state_recorded",)),
     Mutant("lb-controller-uninstalled-first", "the load balancer controller is uninstalled before the other releases, "
            "so it cannot release what it made for them",
            (("steps/k8s_bootstrap.py", "*reversed(PARALLEL_RELEASES), FIRST_RELEASE)",
