@@ -66,11 +66,11 @@ def ensure_access_entry(ctx, cluster: str, principal: str, policy: str, key: str
                            progress=ctx.progress)
         except eks.exceptions.ResourceInUseException:
             pass  # made between our look and our create (the creator's own entry)
+    ctx.record(key, principal)  # before the next call: a crash from here on must not lose it
     associated = eks.list_associated_access_policies(clusterName=cluster, principalArn=principal)
     if policy not in {p["policyArn"] for p in associated["associatedAccessPolicies"]}:
         eks.associate_access_policy(clusterName=cluster, principalArn=principal, policyArn=policy,
                                     accessScope={"type": "cluster"})
-    ctx.record(key, principal)
 
 
 def describe_nodegroup(eks, cluster: str, name: str) -> dict | None:

@@ -205,6 +205,10 @@ class K8sBootstrap(Step):
         for namespace in namespaces:
             kube.delete("v1", "Namespace", namespace)
         kube.delete("storage.k8s.io/v1", "StorageClass", "gp3")
+        gp2 = kube.get("storage.k8s.io/v1", "StorageClass", "gp2")
+        if gp2 is not None and gp2["metadata"].get("annotations", {}).get(DEFAULT_CLASS) == "false":
+            kube.apply({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",  # EKS's default again, as
+                        "metadata": {"name": "gp2", "annotations": {DEFAULT_CLASS: "true"}}})  # before the apply
 
         def all_gone():
             return not any(kube.get("v1", "Namespace", n) for n in namespaces)

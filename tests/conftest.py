@@ -16,6 +16,8 @@ from provisioner.simulation import aws as simulator  # noqa: E402 (moto reads th
 from provisioner.charts import HELM_RELEASES
 from provisioner.simulation.fakekube import FakeKubeServer
 from provisioner.simulation.helm_download import fetch as fetch_helm
+from tests.census import remember_fresh_account
+from tests.faults import PRODUCT_CALLER
 
 REGION = "us-east-1"
 LICENSE = "lic-TEST-0000-very-secret-license"
@@ -46,11 +48,12 @@ def fresh_account(moto_server, kube_server, monkeypatch, workdir) -> None:
     for key in [k for k in os.environ if k.startswith("AWS_")]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", PRODUCT_CALLER)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_REGION", REGION)
     monkeypatch.setenv("LANGSMITH_LICENSE_KEY", LICENSE)
     monkeypatch.chdir(workdir)
+    remember_fresh_account(kube_server.cluster)
 
 
 @pytest.fixture

@@ -7,6 +7,9 @@ import threading
 import boto3
 
 from provisioner import aws as aws_module
+from provisioner.simulation.calls import LOG
+
+PRODUCT_CALLER = "testing"  # the access key the tests give the product: its requests in the call record
 
 
 class SimulatedCrash(BaseException):
@@ -17,20 +20,20 @@ def is_mutating(operation: str) -> bool:
     return aws_module.is_mutating(operation)
 
 
-class CallRecorder:
-    """Counts the calls that reach AWS, per operation, from every session the product makes."""
+class AwsCalls:
+    """The requests the simulated AWS received from the product while the block ran, read
+    from the simulator's own record (not the product's counters): what really reached AWS."""
 
-    def __init__(self):
-        self.calls: list[str] = []
-        self._mutex = threading.Lock()
+    def __enter__(self) -> "AwsCalls":
+        self.mark, self.calls = LOG.mark(), []
+        return self
 
-    def __call__(self, model, **_):
-        with self._mutex:
-            self.calls.append(model.name)
+    def __exit__(self, *exc) -> None:
+        self.calls = LOG.since(self.mark, caller=PRODUCT_CALLER)
 
     @property
     def mutating(self) -> list[str]:
-        return [c for c in self.calls if is_mutating(c)]
+        return [c.operation for c in self.calls if c.mutating]
 
 
 class CrashAfter:

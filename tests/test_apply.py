@@ -11,7 +11,7 @@ import pytest
 
 from tests.census import census
 from tests.conftest import REGION, run_cli, write_config
-from tests.faults import CallRecorder, install_session_hooks
+from tests.faults import AwsCalls
 
 DEPLOYMENT = "acme-test"
 
@@ -211,12 +211,11 @@ def test_irsa_roles_trust_only_their_service_accounts_and_reach_only_their_resou
 def test_reapply_makes_no_mutating_call(applied, monkeypatch, kube_server):
     """Neither in AWS nor in the cluster: no create, patch or delete, no helm upgrade."""
     config, _ = applied
-    recorder = CallRecorder()
-    install_session_hooks(monkeypatch, **{"before-call": recorder})
     kube_server.cluster.requests.clear()
-    result = run_cli("apply", config, "--yes")
+    with AwsCalls() as seen:
+        result = run_cli("apply", config, "--yes")
     assert result.code == 0, result
-    assert recorder.mutating == []
+    assert seen.calls and seen.mutating == []
     assert kube_server.cluster.mutations == []
     assert "helm upgrade" not in result.out
     assert "0 mutating" in result.out and result.out.count("unchanged") == 10
@@ -228,14 +227,14 @@ def test_apply_adopts_and_repairs_drift(applied):
     s3 = client("s3")
     bucket = json.loads(open("state/acme-test.json").read())["steps"]["storage"]["outputs"]["bucket_name"]
     s3.delete_bucket_lifecycle(Bucket=bucket)
-    before = census(DEPLOYMENT)
+    before = census()
     verify = run_cli("verify", config)
     assert verify.code == 1 and "lifecycle differs" in verify.out
     plan = run_cli("plan", config)
     assert re.search(r"^storage +update$", plan.out, re.M)
     assert run_cli("apply", config, "--yes").code == 0
     assert len(s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]) == 2
-    assert census(DEPLOYMENT) == before
+    assert census() == before
     assert run_cli("verify", config).code == 0
 
 
@@ -245,7 +244,7 @@ def test_plan_before_anything_exists_says_create_for_every_step(aws, tmp_path):
     assert result.code == 0
     for step in ("vpc", "secrets", "storage", "postgres", "redis", "eks"):
         assert re.search(rf"^{step} +create$", result.out, re.M)
-    assert census(DEPLOYMENT) == {}
+    assert census() == {}
 
 
 def test_in_cluster_data_stores_skip_rds_and_elasticache(aws, tmp_path):

@@ -26,7 +26,7 @@ def test_apply_without_terminal_or_yes_refuses_before_any_aws_call(aws, tmp_path
     for command in ("apply", "destroy"):
         result = run_cli(command, config)
         assert result.code == 2 and "--yes" in result.err
-    assert census(DEPLOYMENT) == {}
+    assert census() == {}
 
 
 def test_apply_asks_on_a_terminal_and_only_yes_proceeds(aws, tmp_path):
@@ -34,15 +34,15 @@ def test_apply_asks_on_a_terminal_and_only_yes_proceeds(aws, tmp_path):
     out, err = io.StringIO(), io.StringIO()
     assert main(["apply", config], stdin=Terminal("no\n"), stdout=out, stderr=err) == 2
     assert "Proceed?" in out.getvalue() and "cancelled" in err.getvalue()
-    assert census(DEPLOYMENT) == {}
+    assert census() == {}
     out = io.StringIO()
     assert main(["apply", config], stdin=Terminal("yes\n"), stdout=out, stderr=err) == 0
     assert "secrets, vpc -> eks, postgres, redis -> alb, k8s_bootstrap, storage -> ingress -> langsmith" in out.getvalue()
-    assert census(DEPLOYMENT) != {}
+    assert census() != {}
     out = io.StringIO()
     assert main(["destroy", config], stdin=Terminal("yes\n"), stdout=out, stderr=err) == 0
     assert "final snapshot" in out.getvalue() and "emptied and deleted" in out.getvalue()
-    assert census(DEPLOYMENT) == {}
+    assert census() == {}
 
 
 def test_json_progress_is_one_event_per_line_with_timings(aws, tmp_path):
@@ -133,7 +133,7 @@ def test_failed_step_is_recorded_others_finish_and_rerun_resumes(aws, tmp_path, 
     assert rerun.code == 0
     assert "postgres   created" in rerun.out and "redis      unchanged" in rerun.out
     assert "storage    created" in rerun.out
-    assert census(DEPLOYMENT)[("db-instance", "acme-test-pg")] == 1
+    assert census()[("db-instance", "acme-test-pg")] == 1
 
 
 def test_a_failure_stops_new_steps_from_starting(aws, tmp_path, monkeypatch):

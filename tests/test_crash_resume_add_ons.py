@@ -21,4 +21,4 @@ def test_add_on_steps_resume_after_a_crash_at_every_change_and_destroy_clean(aws
     assert set(covered) == ADD_ONS and all(covered[step][0] > 0 for step in ADD_ONS)
     assert run_cli("apply", config, "--yes").code == 0
     assert run_cli("destroy", config, "--yes").code == 0
-    assert census(DEPLOYMENT) == {}
+    assert census() == {}

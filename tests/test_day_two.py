@@ -11,9 +11,9 @@ import boto3
 
 from provisioner.cli import main
 
-from tests.census import census
+from tests.census import census, cluster_changes
 from tests.conftest import REGION, run_cli, write_config
-from tests.faults import CallRecorder, install_session_hooks
+from tests.faults import AwsCalls
 from tests.test_cli import Terminal
 
 DEPLOYMENT = "acme-test"
@@ -25,13 +25,11 @@ def client(service):
 
 
 def reapply_changes_nothing(config, kube_server, monkeypatch) -> None:
-    recorder = CallRecorder()
     kube_server.cluster.requests.clear()
-    with monkeypatch.context() as patch:
-        install_session_hooks(patch, **{"before-call": recorder})
+    with AwsCalls() as seen:
         again = run_cli("apply", config, "--yes")
     assert again.code == 0, again
-    assert recorder.mutating == [] and kube_server.cluster.mutations == []
+    assert seen.calls and seen.mutating == [] and kube_server.cluster.mutations == []
 
 
 def test_switching_add_ons_off_removes_them_in_reverse_order(aws, tmp_path, kube_server, monkeypatch):
@@ -70,10 +68,10 @@ def test_switching_add_ons_off_removes_them_in_reverse_order(aws, tmp_path, kube
 
     reapply_changes_nothing(config, kube_server, monkeypatch)
     assert run_cli("destroy", config, "--yes").code == 0
-    assert census(DEPLOYMENT) == {}
+    assert census() == {} and cluster_changes(kube_server.cluster) == {}
 
 
-def test_apply_never_deletes_data_unless_told(aws, tmp_path):
+def test_apply_never_deletes_data_unless_told(aws, tmp_path, kube_server):
     config = write_config(tmp_path / "config.yaml")
     assert run_cli("apply", config, "--yes").code == 0
     config = write_config(tmp_path / "config.yaml", postgres_source="in-cluster")
@@ -92,7 +90,7 @@ def test_apply_never_deletes_data_unless_told(aws, tmp_path):
     assert [s["DBSnapshotIdentifier"].startswith(f"{DEPLOYMENT}-pg-final-")
             for s in rds.describe_db_snapshots()["DBSnapshots"]] == [True]
     assert run_cli("destroy", config, "--yes").code == 0
-    assert census(DEPLOYMENT) == {}
+    assert census() == {} and cluster_changes(kube_server.cluster) == {}
 
 
 def release_revisions(kube_server) -> dict[str, int]:
@@ -180,7 +178,7 @@ def test_a_new_instance_type_replaces_the_node_group_without_leaving_the_cluster
     assert eks_history() == [("create", f"{DEPLOYMENT}-m5-2xlarge"), ("delete", f"{DEPLOYMENT}-default")]
     reapply_changes_nothing(config, kube_server, monkeypatch)
     assert run_cli("destroy", config, "--yes").code == 0
-    assert census(DEPLOYMENT) == {}
+    assert census() == {} and cluster_changes(kube_server.cluster) == {}
 
 
 def test_changed_values_upgrade_only_their_release(aws, tmp_path, kube_server, monkeypatch):
@@ -188,14 +186,12 @@ def test_changed_values_upgrade_only_their_release(aws, tmp_path, kube_server, m
     assert run_cli("apply", config, "--yes").code == 0
     before = release_revisions(kube_server)
     config = write_config(tmp_path / "config.yaml", langsmith_sizing="dev")
-    recorder = CallRecorder()
-    with monkeypatch.context() as patch:
-        install_session_hooks(patch, **{"before-call": recorder})
+    with AwsCalls() as seen:
         result = run_cli("apply", config, "--yes")
     assert result.code == 0, result
     after = release_revisions(kube_server)
     assert {r: (before[r], after[r]) for r in after if after[r] != before[r]} == {"langsmith": (1, 2)}
-    assert recorder.mutating == []
+    assert seen.mutating == []
     reapply_changes_nothing(config, kube_server, monkeypatch)
 
 
@@ -222,4 +218,4 @@ def test_switching_gateway_and_tls_mode_moves_traffic_and_retires_the_old_path(a
     assert "ingress-nginx" not in release_revisions(kube_server)
     reapply_changes_nothing(config, kube_server, monkeypatch)
     assert run_cli("destroy", config, "--yes").code == 0
-    assert census(DEPLOYMENT) == {}
+    assert census() == {} and cluster_changes(kube_server.cluster) == {}

@@ -1,4 +1,7 @@
-"""Destroy leaves nothing tagged with the deployment, with or without the state file."""
+"""Destroy brings the account and the cluster back to exactly what they held before the
+apply (a tag-blind census, compared by name), with or without the state file; what went
+before what is read from the doubles' own records (the simulated AWS's call log, the
+fake cluster's request log), not from our output."""
 
 from __future__ import annotations
 
@@ -7,7 +10,8 @@ import json
 import boto3
 import pytest
 
-from tests.census import census
+from provisioner.simulation.calls import LOG
+from tests.census import census, changes_since, world
 from tests.conftest import REGION, run_cli, write_config
 from tests.faults import run_until_crash
 
@@ -15,17 +19,23 @@ DEPLOYMENT = "acme-test"
 
 
 @pytest.fixture
-def applied(aws, tmp_path):
+def before(aws, kube_server):
+    """The account and the cluster before anything is applied (moto's defaults, a new EKS cluster)."""
+    return world(kube_server.cluster)
+
+
+@pytest.fixture
+def applied(before, tmp_path):
     config = write_config(tmp_path / "config.yaml")
     assert run_cli("apply", config, "--yes").code == 0
-    assert len(census(DEPLOYMENT)) > 20
+    assert len(census()) > 80
     return config
 
 
-def test_destroy_removes_everything_and_keeps_a_final_snapshot(applied, tmp_path):
+def test_destroy_removes_everything_and_keeps_a_final_snapshot(applied, before, kube_server, tmp_path):
     result = run_cli("destroy", applied, "--yes")
     assert result.code == 0, result
-    assert census(DEPLOYMENT) == {}
+    assert changes_since(before, kube_server.cluster) == {}
     snapshots = boto3.client("rds", region_name=REGION).describe_db_snapshots()["DBSnapshots"]
     assert [s["DBSnapshotIdentifier"].startswith("acme-test-pg-final-") for s in snapshots] == [True]
     state = json.loads((tmp_path / "state" / f"{DEPLOYMENT}.json").read_text())
@@ -34,11 +44,11 @@ def test_destroy_removes_everything_and_keeps_a_final_snapshot(applied, tmp_path
     assert all(step["physical_ids"] == {} for step in state["steps"].values())
 
 
-def test_destroy_without_the_state_file_finds_everything_by_tags(applied, tmp_path):
+def test_destroy_without_the_state_file_finds_everything_by_tags(applied, before, kube_server, tmp_path):
     (tmp_path / "state" / f"{DEPLOYMENT}.json").unlink()
     result = run_cli("destroy", applied, "--yes")
     assert result.code == 0, result
-    assert census(DEPLOYMENT) == {}
+    assert changes_since(before, kube_server.cluster) == {}
 
 
 def test_destroy_empties_a_bucket_holding_traces(applied, tmp_path):
@@ -63,35 +73,37 @@ def test_skip_final_snapshot_leaves_no_snapshot(aws, tmp_path):
     assert run_cli("apply", config, "--yes").code == 0
     assert run_cli("destroy", config, "--yes").code == 0
     assert boto3.client("rds", region_name=REGION).describe_db_snapshots()["DBSnapshots"] == []
-    assert census(DEPLOYMENT) == {}
+    assert census() == {}
 
 
-def test_destroy_after_a_crashed_apply_leaves_nothing(aws, tmp_path, monkeypatch):
+def test_destroy_after_a_crashed_apply_leaves_nothing(before, kube_server, tmp_path, monkeypatch):
     config = write_config(tmp_path / "config.yaml")
     run_until_crash(monkeypatch, 30, "apply", config, "--yes")
-    assert census(DEPLOYMENT) != {}
+    assert census() != {}
     assert run_cli("destroy", config, "--yes").code == 0
-    assert census(DEPLOYMENT) == {}
+    assert changes_since(before, kube_server.cluster) == {}
 
 
-def test_destroy_twice_and_on_an_empty_account_is_harmless(aws, tmp_path):
+def test_destroy_twice_and_on_an_empty_account_is_harmless(before, kube_server, tmp_path):
     config = write_config(tmp_path / "config.yaml")
-    first = run_cli("destroy", config, "--yes")
-    assert first.code == 0 and "0 mutating" in first.out
+    mark = LOG.mark()
     assert run_cli("destroy", config, "--yes").code == 0
+    assert [c.operation for c in LOG.since(mark, caller="testing") if c.mutating] == []  # what AWS received
+    assert run_cli("destroy", config, "--yes").code == 0
+    assert changes_since(before, kube_server.cluster) == {}
 
 
-def test_destroy_also_removes_steps_the_config_no_longer_enables(applied, tmp_path):
+def test_destroy_also_removes_steps_the_config_no_longer_enables(applied, before, kube_server, tmp_path):
     """Switching to in-cluster Redis and then destroying still deletes the ElastiCache group."""
     config = write_config(tmp_path / "config.yaml", redis_source="in-cluster")
     assert run_cli("destroy", config, "--yes").code == 0
-    assert census(DEPLOYMENT) == {}
+    assert changes_since(before, kube_server.cluster) == {}
 
 
-def test_destroy_crash_then_rerun_finishes_the_job(applied, monkeypatch):
+def test_destroy_crash_then_rerun_finishes_the_job(applied, before, kube_server, monkeypatch):
     run_until_crash(monkeypatch, 8, "destroy", applied, "--yes")
     assert run_cli("destroy", applied, "--yes").code == 0
-    assert census(DEPLOYMENT) == {}
+    assert changes_since(before, kube_server.cluster) == {}
 
 
 class _FrozenClock:
@@ -128,4 +140,36 @@ def test_destroy_goes_on_when_its_final_snapshot_was_already_taken(applied, monk
     assert "already kept" in result.out
     assert [s["DBSnapshotIdentifier"] for s in rds.describe_db_snapshots()["DBSnapshots"]] == [
         "acme-test-pg-final-20261130120000"]
-    assert census(DEPLOYMENT) == {}
+    assert census() == {}
+
+
+def _index(entries: list, wanted) -> list[int]:
+    return [n for n, entry in enumerate(entries) if wanted(entry)]
+
+
+def test_destroy_order_as_aws_and_the_cluster_saw_it(before, kube_server, tmp_path):
+    """At the default parallelism: the web ACL is disassociated before it is deleted, every
+    listener is gone before the certificate and the zone it uses, the TargetGroupBinding
+    is deleted while the load balancer controller that cleans it up still runs, and the
+    controller's release goes last."""
+    config = write_config(tmp_path / "config.yaml", tls_certificate_source="acm", langsmith_domain="ls.example.com",
+                          create_waf=True)
+    assert run_cli("apply", config, "--yes").code == 0
+    mark = LOG.mark()
+    kube_server.cluster.requests.clear()
+    assert run_cli("destroy", config, "--yes").code == 0
+    calls = [c.operation for c in LOG.since(mark, caller="testing") if c.mutating and c.succeeded]
+    assert calls.count("DisassociateWebACL") == 1 and calls.count("DeleteWebACL") == 1
+    assert calls.index("DisassociateWebACL") < calls.index("DeleteWebACL")
+    listeners = _index(calls, lambda op: op == "DeleteListener")
+    assert len(listeners) == 2 and max(listeners) < calls.index("DeleteCertificate")
+    assert max(listeners) < calls.index("DeleteHostedZone")
+
+    deletes = [path for method, path in kube_server.cluster.requests if method == "DELETE"]
+    release_records = {path.rsplit("/", 1)[-1].split(".")[4]: n for n, path in enumerate(deletes)
+                       if "/secrets/sh.helm.release.v1." in path}
+    controller = release_records.pop("aws-load-balancer-controller")
+    binding = _index(deletes, lambda path: path.endswith("/targetgroupbindings/langsmith-tgb"))
+    assert binding and binding[0] < controller
+    assert release_records and all(n < controller for n in release_records.values()), release_records
+    assert changes_since(before, kube_server.cluster) == {}

@@ -34,11 +34,11 @@ def world(moto_server, kube_server, tmp_path_factory):
             applied = run_cli("apply", config, "--yes")
             answered_in_apply = Counter(realistic.ANSWERED)
             facts = _facts() if applied.code == 0 else {}
-            counts = census(DEPLOYMENT)
+            counts = census()
             realistic.ANSWERED.clear()
             destroyed = run_cli("destroy", config, "--yes")
             yield {"apply": applied, "apply_answers": answered_in_apply, "facts": facts, "census": counts,
-                   "destroy": destroyed, "destroy_answers": Counter(realistic.ANSWERED), "left": census(DEPLOYMENT)}
+                   "destroy": destroyed, "destroy_answers": Counter(realistic.ANSWERED), "left": census()}
         finally:
             realistic.configure()
             simulator.simulate_latency(0.0)

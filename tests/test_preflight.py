@@ -9,27 +9,27 @@ from botocore.awsrequest import AWSResponse
 
 from tests.census import census
 from tests.conftest import REGION, run_cli, write_config
-from tests.faults import CallRecorder, install_session_hooks
+from tests.faults import AwsCalls, install_session_hooks
 
 DEPLOYMENT = "acme-test"
 
 
 def test_preflight_on_a_clean_account_passes_and_changes_nothing(aws, tmp_path, monkeypatch):
     config = write_config(tmp_path / "config.yaml")
-    recorder = CallRecorder()
-    install_session_hooks(monkeypatch, **{"before-call": recorder})
-    result = run_cli("preflight", config)
+    with AwsCalls() as seen:
+        result = run_cli("preflight", config)
     assert result.code == 0, result
     assert "account 123456789012" in result.out and "us-east-1a, us-east-1b" in result.out
     assert "quota VPCs per Region: 1 of 5 in use, apply needs 1" in result.out
     assert "Preflight passed." in result.out
-    assert recorder.calls and recorder.mutating == []
+    assert seen.calls and seen.mutating == []
 
 
 def test_quota_exhausted_stops_apply_before_anything_is_created(aws, tmp_path):
     ec2 = boto3.client("ec2", region_name=REGION)
     for number in range(4):  # with the default VPC, 5 of the 5 allowed
         ec2.create_vpc(CidrBlock=f"10.{100 + number}.0.0/16")
+    made_by_the_test = census()
     config = write_config(tmp_path / "config.yaml")
     preflight = run_cli("preflight", config)
     assert preflight.code == 1
@@ -37,7 +37,7 @@ def test_quota_exhausted_stops_apply_before_anything_is_created(aws, tmp_path):
     assert "request an increase (Service Quotas vpc L-F678F1CE)" in preflight.out
     apply = run_cli("apply", config, "--yes")
     assert apply.code == 1 and "stopped by preflight" in apply.out
-    assert census(DEPLOYMENT) == {}
+    assert census() == made_by_the_test
 
 
 def test_leftovers_are_offered_for_adoption_or_named_for_clean_up(aws, tmp_path):

@@ -13,7 +13,7 @@ from provisioner.errors import LockHeld
 from provisioner.remote_state import S3Lease, StateFenced
 from tests.census import census
 from tests.conftest import REGION, run_cli, write_config
-from tests.faults import CallRecorder, install_session_hooks, run_until_crash
+from tests.faults import AwsCalls, install_session_hooks, run_until_crash
 
 DEPLOYMENT = "acme-test"
 BUCKET = "acme-terraform-state"
@@ -53,11 +53,10 @@ def test_apply_keeps_the_state_in_s3_with_a_version_per_write(s3, tmp_path):
 
 
 def test_refusing_without_a_terminal_reads_nothing_from_s3(s3, tmp_path, monkeypatch):
-    recorder = CallRecorder()
-    install_session_hooks(monkeypatch, **{"before-call": recorder})
-    result = run_cli("apply", s3_config(tmp_path))
+    with AwsCalls() as seen:
+        result = run_cli("apply", s3_config(tmp_path))
     assert result.code == 2 and "--yes" in result.err
-    assert recorder.calls == []
+    assert seen.calls == []
 
 
 def test_missing_or_unversioned_state_bucket_is_refused(aws, tmp_path):
@@ -65,9 +64,10 @@ def test_missing_or_unversioned_state_bucket_is_refused(aws, tmp_path):
     result = run_cli("apply", config, "--yes")
     assert result.code == 2 and "create it with versioning" in result.err
     boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
+    made_by_the_test = census()
     result = run_cli("apply", config, "--yes")
     assert result.code == 2 and "versioning off" in result.err
-    assert census(DEPLOYMENT) == {}
+    assert census() == made_by_the_test
 
 
 def test_many_writers_racing_for_the_lease_get_exactly_one_winner(s3):
@@ -138,7 +138,7 @@ def test_crash_while_holding_the_lease_then_resume(s3, tmp_path, monkeypatch):
     assert resumed.code == 0, resumed
     final = read_state(s3)
     assert final["lineage"] == recorded["lineage"] and final["serial"] > recorded["serial"]
-    assert max(census(DEPLOYMENT).values()) == 1
+    assert max(census().values()) == 1
 
 
 def test_two_operators_applying_at_once_one_proceeds_the_other_fails_clearly(s3, tmp_path):
@@ -160,7 +160,7 @@ def test_two_operators_applying_at_once_one_proceeds_the_other_fails_clearly(s3,
     loser = next(r for r in results if r.code == 1)
     assert "locked by apply" in loser.err
     assert {step["status"] for step in read_state(s3)["steps"].values()} == {"created"}
-    assert max(census(DEPLOYMENT).values()) == 1
+    assert max(census().values()) == 1
 
 
 def test_a_run_that_loses_its_lease_stops_before_writing(s3, tmp_path, monkeypatch):

@@ -40,7 +40,7 @@ def test_second_concurrent_apply_gets_the_lock_error_and_state_stays_valid(aws, 
         holder.wait()
     assert state_path.read_text() == before
     assert json.loads(before)["format_version"] == 1
-    assert census(DEPLOYMENT) != {}
+    assert census() != {}
 
 
 def test_lock_left_by_a_dead_run_is_taken_over(aws, tmp_path):
@@ -80,7 +80,7 @@ def test_corrupt_state_is_refused_and_never_overwritten(aws, tmp_path):
         assert result.code == 2, (command, result)
         assert "corrupt" in result.err and "state/acme-test.json" in result.err
     assert path.read_text() == '{"format_version": 1, "steps": {"vpc": '
-    assert census(DEPLOYMENT) == {}
+    assert census() == {}
 
 
 def test_unknown_state_version_is_refused(aws, tmp_path):

@@ -51,6 +51,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
 
+from . import calls as call_record
 from . import eks_versions
 from . import firewall as simulated_firewall
 from .realistic import RealisticAws
@@ -424,9 +425,11 @@ class _Server(ThreadedMotoServer):
 
 
 def start_server() -> tuple[ThreadedMotoServer, str]:
-    """A moto server on a free loopback port, with the gaps above filled."""
+    """A moto server on a free loopback port, with the gaps above filled, recording every
+    request it receives (calls.LOG)."""
     install()
     server = _Server(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    call_record.install(server)
     host, port = server.get_host_and_port()
     return server, f"http://{host}:{port}"
