@@ -44,7 +44,9 @@ def error_code(exc: BaseException) -> str:
 
 def not_found(exc: BaseException) -> bool:
     code = error_code(exc)
-    return "NotFound" in code or code in ("NoSuchEntity", "NoSuchBucket", "NoSuchKey", "ParameterNotFound", "404")
+    # Route 53 and WAFv2 name their absent-resource errors differently (botocore route53 and wafv2 models).
+    return "NotFound" in code or code in ("NoSuchEntity", "NoSuchBucket", "NoSuchKey", "ParameterNotFound", "404",
+                                          "NoSuchHostedZone", "WAFNonexistentItemException")
 
 
 def if_exists(describe, *args, **kwargs):

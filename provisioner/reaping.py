@@ -15,8 +15,23 @@ from .waiting import wait_until
 
 # ENIs released by load balancers and Lambda can take minutes to go; ten is generous.
 DEPENDENCY_WAIT_SECONDS = 600
+# DeleteConflict: IAM answers it for a moment after a policy is detached or a role leaves its
+# instance profile (terraform-provider-aws internal/service/iam/role.go deleteRole retries it).
 RETRYABLE_CODES = {"DependencyViolation", "ResourceInUse", "ResourceInUseException", "InvalidDBInstanceState",
-                   "InvalidCacheClusterState", "InvalidReplicationGroupState"}
+                   "InvalidCacheClusterState", "InvalidReplicationGroupState", "DeleteConflict"}
+
+
+def still_protected(exc: BaseException) -> bool:
+    """RDS refusing a delete because the deletion-protection change has not landed yet:
+    InvalidParameterCombination "Cannot delete protected DB Instance, please disable deletion
+    protection and try again." (terraform-provider-aws internal/service/rds/instance.go retries
+    on "disable deletion pro")."""
+    return (error_code(exc) == "InvalidParameterCombination"
+            and "disable deletion pro" in exc.response["Error"].get("Message", ""))
+
+
+def _retryable(exc: BaseException) -> bool:
+    return error_code(exc) in RETRYABLE_CODES or still_protected(exc)
 
 
 def delete_with_retry(delete: Callable[[], object], what: str, explain: Callable[[], str],
@@ -28,7 +43,7 @@ def delete_with_retry(delete: Callable[[], object], what: str, explain: Callable
     def log(state):
         progress(f"{what} still in use ({error_code(state.outcome.exception())}); retrying")
     try:
-        for attempt in Retrying(retry=retry_if_exception(lambda e: error_code(e) in RETRYABLE_CODES),
+        for attempt in Retrying(retry=retry_if_exception(_retryable),
                                 wait=wait_exponential(multiplier=scale, min=2 * scale, max=30 * scale),
                                 stop=stop_after_delay(DEPENDENCY_WAIT_SECONDS * scale),
                                 before_sleep=log, reraise=True):
@@ -39,7 +54,7 @@ def delete_with_retry(delete: Callable[[], object], what: str, explain: Callable
                     if not not_found(exc):
                         raise
     except ClientError as exc:
-        if error_code(exc) in RETRYABLE_CODES:
+        if _retryable(exc):
             raise StepError(f"cannot delete {what}: {exc.response['Error'].get('Message')}. In the way: "
                             f"{explain() or 'nothing visible to this account'}") from exc
         raise
@@ -54,7 +69,12 @@ def delete_endpoints(ec2, vpc_id: str, progress) -> None:
 def delete_endpoints_by_id(ec2, endpoint_ids: list[str], progress) -> None:
     """Delete and wait for 'deleted' (not 'deleting': the ENIs linger until then)."""
     if endpoint_ids:
-        ec2.delete_vpc_endpoints(VpcEndpointIds=endpoint_ids)
+        # DeleteVpcEndpoints answers per endpoint in Unsuccessful instead of raising.
+        refused = [f"{item['ResourceId']}: {item['Error'].get('Code')} {item['Error'].get('Message')}"
+                   for item in ec2.delete_vpc_endpoints(VpcEndpointIds=endpoint_ids).get("Unsuccessful", [])
+                   if "NotFound" not in item.get("Error", {}).get("Code", "")]
+        if refused:
+            raise StepError(f"AWS refused to delete VPC endpoints: {'; '.join(refused)}")
     for endpoint_id in endpoint_ids:
         wait_until(lambda e=endpoint_id: _endpoint_gone(ec2, e), what=f"VPC endpoint {endpoint_id} to be deleted",
                    expected_seconds=30, timeout_seconds=600, progress=progress)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from botocore.exceptions import ClientError
 
 from provisioner.aws import error_code, if_exists
-from provisioner.tags import idempotency_token
+from provisioner.reaping import delete_with_retry
 from provisioner.waiting import wait_until
 
 from ._iam import delete_role, ensure_role, trust
@@ -19,6 +19,7 @@ ROLE = "bastion"
 SSM_POLICY = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+INSTANCE_TYPE = "t3.micro"
 
 
 def find_instance(ctx) -> dict | None:
@@ -63,7 +64,7 @@ class Bastion(Step):
 
     @staticmethod
     def _launch(ctx, profile: str, group: str, subnet: str, public: bool) -> str:
-        ec2, cfg = ctx.client("ec2"), ctx.config
+        ec2 = ctx.client("ec2")
         image = ctx.client("ssm").get_parameter(Name=AMI_PARAMETER)["Parameter"]["Value"]
 
         def launch():
@@ -74,13 +75,13 @@ class Bastion(Step):
                     return None
                 raise
         request = dict(
-            ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1, IamInstanceProfile={"Name": profile},
+            ImageId=image, InstanceType=INSTANCE_TYPE, MinCount=1, MaxCount=1, IamInstanceProfile={"Name": profile},
             NetworkInterfaces=[{"DeviceIndex": 0, "SubnetId": subnet, "Groups": [group],
                                 "AssociatePublicIpAddress": public}],
             MetadataOptions={"HttpTokens": "required", "HttpPutResponseHopLimit": 1, "HttpEndpoint": "enabled"},
             BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 20, "VolumeType": "gp3",
                                                                       "Encrypted": True, "DeleteOnTermination": True}}],
-            ClientToken=idempotency_token(cfg.deployment, "bastion", subnet),
+            ClientToken=ctx.client_token("instance"),
             TagSpecifications=ctx.tags.ec2_spec("instance", "bastion"))
         launched = wait_until(launch, what="bastion launch", expected_seconds=5, timeout_seconds=120,
                               progress=ctx.progress)
@@ -116,6 +117,7 @@ class Bastion(Step):
         if profile is not None:
             for attached in profile["InstanceProfile"]["Roles"]:
                 iam.remove_role_from_instance_profile(InstanceProfileName=ctx.name(ROLE), RoleName=attached["RoleName"])
-            iam.delete_instance_profile(InstanceProfileName=ctx.name(ROLE))
+            delete_with_retry(lambda: iam.delete_instance_profile(InstanceProfileName=ctx.name(ROLE)),
+                              f"instance profile {ctx.name(ROLE)}", lambda: "", ctx.progress)
         ctx.record("instance_profile", None)
         delete_role(ctx, ROLE)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from provisioner.aws import if_exists
 from provisioner.errors import StepError
 from provisioner.reaping import delete_with_retry
-from provisioner.tags import DEPLOYMENT_TAG, idempotency_token, tag_dict
+from provisioner.tags import DEPLOYMENT_TAG, tag_dict
 
 from . import _policies as policies
 from ._iam import delete_role, ensure_role, irsa_trust, trust
@@ -33,6 +33,11 @@ CLUSTER_EXPECTED_SECONDS = 600
 NODEGROUP_EXPECTED_SECONDS = 240
 
 
+def control_plane_log_group(cluster: str) -> str:
+    """Where EKS sends control-plane logs (EKS user guide, "Send control plane logs to CloudWatch Logs")."""
+    return f"/aws/eks/{cluster}/cluster"
+
+
 def describe_cluster(eks, name: str) -> dict | None:
     found = if_exists(eks.describe_cluster, name=name)
     return found["cluster"] if found else None
@@ -43,13 +48,17 @@ def describe_addon(eks, cluster: str, name: str) -> dict | None:
     return found["addon"] if found else None
 
 
-def principal_arn(caller_arn: str) -> str:
+def principal_arn(iam, caller_arn: str) -> str:
     """The IAM principal behind an STS caller ARN: an assumed-role session maps to its role
-    (access entries take the role, not the session)."""
-    if ":assumed-role/" in caller_arn:
-        prefix, rest = caller_arn.split(":assumed-role/", 1)
-        return f"{prefix.replace(':sts:', ':iam:')}:role/{rest.split('/')[0]}"
-    return caller_arn
+    (access entries take the role, not the session). The session ARN drops the role's path
+    (IAM Identity Center roles live under /aws-reserved/sso.amazonaws.com/<region>/), and
+    EKS refuses the pathless ARN: InvalidParameterException "The specified principalArn is
+    invalid: invalid principal" (terraform-aws-modules/terraform-aws-eks #2969). So the
+    role's real ARN is read from IAM, which takes the bare name."""
+    if ":assumed-role/" not in caller_arn:
+        return caller_arn
+    role_name = caller_arn.split(":assumed-role/", 1)[1].split("/")[0]
+    return iam.get_role(RoleName=role_name)["Role"]["Arn"]
 
 
 def ensure_access_entry(ctx, cluster: str, principal: str, policy: str, key: str) -> None:
@@ -93,14 +102,14 @@ class Eks(Step):
                        logging={"clusterLogging": [{"types": LOG_TYPES, "enabled": True}]},
                        accessConfig={"authenticationMode": "API_AND_CONFIG_MAP",
                                      "bootstrapClusterCreatorAdminPermissions": True},
-                       clientRequestToken=idempotency_token(cluster, cluster_role), tags=ctx.tags.tags("eks"))["cluster"]["name"])
+                       clientRequestToken=ctx.client_token("cluster"), tags=ctx.tags.tags("eks"))["cluster"]["name"])
         described = self._wait(ctx, lambda: describe_cluster(eks, cluster), f"EKS cluster {cluster}",
                                CLUSTER_EXPECTED_SECONDS)
         oidc_arn = ctx.ensure("oidc_provider", lambda: self._find_oidc(ctx, described),
                               lambda: ctx.client("iam").create_open_id_connect_provider(
                                   Url=described["identity"]["oidc"]["issuer"], ClientIDList=["sts.amazonaws.com"],
                                   Tags=ctx.tags.as_list("eks-oidc"))["OpenIDConnectProviderArn"])
-        operator = principal_arn(ctx.aws.identity()["Arn"])
+        operator = principal_arn(ctx.client("iam"), ctx.aws.identity()["Arn"])
         ensure_access_entry(ctx, cluster, operator, CLUSTER_ADMIN_POLICY, "access_entry/operator")
         nodegroup = ctx.name("default")
         scaling = {"minSize": cfg["node_min_size"], "maxSize": cfg["node_max_size"],
@@ -110,7 +119,7 @@ class Eks(Step):
                        clusterName=cluster, nodegroupName=nodegroup, scalingConfig=scaling,
                        subnets=vpc["private_subnet_ids"], instanceTypes=[cfg["node_instance_type"]],
                        amiType="AL2023_x86_64_STANDARD", nodeRole=node_role, capacityType="ON_DEMAND",
-                       clientRequestToken=idempotency_token(cluster, nodegroup, node_role),
+                       clientRequestToken=ctx.client_token("nodegroup"),
                        tags=ctx.tags.tags("default"))["nodegroup"]["nodegroupName"])
         group = self._wait(ctx, lambda: describe_nodegroup(eks, cluster, nodegroup), f"node group {nodegroup}",
                            NODEGROUP_EXPECTED_SECONDS)
@@ -138,7 +147,7 @@ class Eks(Step):
         if addon is None:
             eks.create_addon(clusterName=cluster, addonName=EBS_CSI_ADDON, serviceAccountRoleArn=role_arn,
                              resolveConflicts="OVERWRITE", tags=ctx.tags.tags("ebs-csi"),
-                             clientRequestToken=idempotency_token(cluster, EBS_CSI_ADDON, role_arn))
+                             clientRequestToken=ctx.client_token(f"addon/{EBS_CSI_ADDON}"))
         elif addon.get("serviceAccountRoleArn") != role_arn:
             eks.update_addon(clusterName=cluster, addonName=EBS_CSI_ADDON, serviceAccountRoleArn=role_arn,
                              resolveConflicts="OVERWRITE")
@@ -229,8 +238,9 @@ class Eks(Step):
                                progress=ctx.progress)
                 ctx.record(f"addon/{addon}", None)
             for nodegroup in eks.list_nodegroups(clusterName=cluster)["nodegroups"]:
-                if describe_nodegroup(eks, cluster, nodegroup)["status"] != "DELETING":
-                    eks.delete_nodegroup(clusterName=cluster, nodegroupName=nodegroup)
+                group = describe_nodegroup(eks, cluster, nodegroup)  # None: gone since the list
+                if group is not None and group["status"] != "DELETING":
+                    if_exists(eks.delete_nodegroup, clusterName=cluster, nodegroupName=nodegroup)
                 wait_until(lambda n=nodegroup: describe_nodegroup(eks, cluster, n) is None,
                            what=f"node group {nodegroup} to be deleted", expected_seconds=300,
                            timeout_seconds=1800, progress=ctx.progress)
@@ -241,6 +251,11 @@ class Eks(Step):
             wait_until(lambda: describe_cluster(eks, cluster) is None, what=f"EKS cluster {cluster} to be deleted",
                        expected_seconds=300, timeout_seconds=1800, progress=ctx.progress)
         ctx.record("cluster", None)
+        # EKS makes the control-plane log group itself and leaves it when the cluster goes.
+        logs, log_group = ctx.client("logs"), control_plane_log_group(cluster)
+        if any(g["logGroupName"] == log_group
+               for g in logs.describe_log_groups(logGroupNamePrefix=log_group)["logGroups"]):
+            if_exists(logs.delete_log_group, logGroupName=log_group)
         iam = ctx.client("iam")
         for provider in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]:
             tags = iam.list_open_id_connect_provider_tags(OpenIDConnectProviderArn=provider["Arn"])["Tags"]

@@ -26,7 +26,10 @@ Small, honest test doubles fill what moto 5.2.5 lacks:
   Here the tags go with the bucket, as in AWS.
 - RDS: moto gives every DB instance the same DbiResourceId. AWS gives each instance its
   own, for life (snapshots carry it); here too.
+- EKS in moto makes no control-plane log group. AWS makes /aws/eks/<cluster>/cluster when
+  logging is on and keeps it after the cluster is deleted; here too.
 - Network Firewall rule groups, policies, endpoints and deletes: see simulated_firewall.
+- Route 53 CallerReferences stay taken after their zone is deleted: see simulated_route53.
 """
 
 import json
@@ -49,6 +52,7 @@ from moto.s3.models import S3Backend
 from moto.server import ThreadedMotoServer
 
 from . import firewall as simulated_firewall
+from . import route53 as simulated_route53
 
 
 class CacheSubnetGroupInUse(ServiceException):
@@ -273,7 +277,19 @@ def _create_cluster(self, name, role_arn, resources_vpc_config, *args, **kwargs)
                                           tags={"aws:eks:cluster-name": name})
         cluster.resources_vpc_config = {**cluster.resources_vpc_config, "clusterSecurityGroupId": group.id,
                                         "vpcId": vpc_id}
+    if any(setting.get("enabled") for setting in (cluster.logging or {}).get("clusterLogging", [])):
+        _control_plane_log_group(self, name)
     return cluster
+
+
+def _control_plane_log_group(eks, cluster: str) -> None:
+    """EKS writes control-plane logs to /aws/eks/<cluster>/cluster, making the group itself
+    (untagged) when logging is on, and leaves it behind when the cluster goes (EKS user guide,
+    "Send control plane logs to CloudWatch Logs")."""
+    from moto.logs.models import logs_backends
+    logs = logs_backends[eks.account_id][eks.region_name]
+    if f"/aws/eks/{cluster}/cluster" not in logs.groups:
+        logs.create_log_group(f"/aws/eks/{cluster}/cluster", tags={})
 
 
 def _delete_cluster(self, name):
@@ -290,6 +306,7 @@ def _delete_cluster(self, name):
 
 def install() -> None:
     simulated_firewall.install()
+    simulated_route53.install()
     eks_urls.url_paths.update({
         "{0}/clusters/(?P<name>[^/]+)/addons$": eks_urls.response.dispatch,
         "{0}/clusters/(?P<name>[^/]+)/addons/(?P<addonName>[^/]+)$": eks_urls.response.dispatch,
