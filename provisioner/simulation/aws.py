@@ -304,7 +304,20 @@ def _delete_cluster(self, name):
     return cluster
 
 
+def _eks_region_from_host(self, request, full_url):
+    """moto looks for `.<region>.amazonaws.com` anywhere in the URL, path included; an access
+    entry's path holds the principal ARN, and an IAM Identity Center role's path holds
+    `sso.amazonaws.com/<region>/`, which moto then takes for the region. AWS goes by the host."""
+    from urllib.parse import urlsplit
+    parts = urlsplit(full_url)
+    return _original_region_from_url(self, request, f"{parts.scheme}://{parts.netloc}/")
+
+
+_original_region_from_url = eks_responses.EKSResponse.get_region_from_url
+
+
 def install() -> None:
+    eks_responses.EKSResponse.get_region_from_url = _eks_region_from_host
     simulated_firewall.install()
     simulated_route53.install()
     eks_urls.url_paths.update({
