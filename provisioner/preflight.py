@@ -130,9 +130,10 @@ def _vcpu_quota(config: Config, aws: Aws) -> Check:
     name = f"quota {VCPU_QUOTA.title}"
     if not _standard(node_type):
         return Check(name, PASS, f"{node_type} counts against another quota; not checked")
-    running = [i["InstanceType"] for page in ec2.get_paginator("describe_instances").paginate(
+    pages = ec2.get_paginator("describe_instances").paginate(
         Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])
-               for reservation in page["Reservations"] for i in reservation["Instances"] if _standard(i["InstanceType"])]
+    running = [instance["InstanceType"] for page in pages for reservation in page["Reservations"]
+               for instance in reservation["Instances"] if _standard(instance["InstanceType"])]
     wanted = [node_type] * config["node_min_size"] + ([bastion.INSTANCE_TYPE] if config["create_bastion"] else [])
     vcpus = {t["InstanceType"]: t["VCpuInfo"]["DefaultVCpus"]
              for t in ec2.describe_instance_types(InstanceTypes=sorted(set(running + wanted)))["InstanceTypes"]}

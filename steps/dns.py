@@ -100,7 +100,8 @@ class Dns(Step):
         crash came in between), so destroy and the leftovers check recognise the zone. A zone
         of that name the user made before is used but not tagged (destroy leaves it)."""
         wanted = ctx.tags.tags("zone")
-        if Dns._ours(route53, zone_id, ctx) and {k: v for k, v in zone_tags(route53, zone_id).items() if k in wanted} != wanted:
+        present = zone_tags(route53, zone_id)
+        if Dns._ours(route53, zone_id, ctx) and any(present.get(k) != v for k, v in wanted.items()):
             route53.change_tags_for_resource(ResourceType="hostedzone", ResourceId=zone_id,
                                              AddTags=ctx.tags.as_list("zone"))
 

@@ -150,7 +150,10 @@ def test_apply_destroy_apply_as_real_aws_answers(sso_operator, tmp_path, monkeyp
 
     def addon_delete(model, **_):
         volume_at_addon_delete.append(kube_server.cluster.find("", "persistentvolumes", "", "pvc-clickhouse"))
-    install_session_hooks(monkeypatch, **{"before-call.eks.DeleteAddon": addon_delete})
+    def ghost_nodegroup(parsed, **_):  # a node group deleted by someone else between list and describe
+        parsed.setdefault("nodegroups", []).append("deleted-meanwhile")
+    install_session_hooks(monkeypatch, **{"before-call.eks.DeleteAddon": addon_delete,
+                                          "after-call.eks.ListNodegroups": ghost_nodegroup})
 
     faults.answers.update({  # each as AWS answers it right after the change before
         "DetachInternetGateway": ("DependencyViolation", "Network vpc-0a1b has some mapped public address(es). "
@@ -262,3 +265,36 @@ def test_log_delivery_accounts_cover_every_region_and_partition():
     china = bucket_policy("b", "111122223333", "cn-north-1")["Statement"]
     assert china[1]["Principal"] == {"AWS": "arn:aws-cn:iam::638102146993:root"}
     assert len(bucket_policy("b", "111122223333", "ap-southeast-5")["Statement"]) == 1  # service principal only
+
+
+def test_refused_endpoint_deletes_fail_at_once_naming_aws_answer(aws, monkeypatch):
+    """DeleteVpcEndpoints answers per endpoint in Unsuccessful rather than raising; read it,
+    instead of waiting ten minutes for an endpoint AWS said it would not delete."""
+    from provisioner.errors import StepError
+    from provisioner.reaping import delete_endpoints_by_id
+    ec2 = client("ec2")
+    vpc_id = ec2.create_vpc(CidrBlock="10.60.0.0/16")["Vpc"]["VpcId"]
+    endpoint = ec2.create_vpc_endpoint(VpcEndpointType="Gateway", VpcId=vpc_id,
+                                       ServiceName=f"com.amazonaws.{REGION}.s3")["VpcEndpoint"]["VpcEndpointId"]
+
+    def refused(model, **_):
+        return AWSResponse("https://ec2", 200, {}, None), {"Unsuccessful": [{"ResourceId": endpoint, "Error": {
+            "Code": "OperationNotPermitted", "Message": "The endpoint is managed by another service."}}]}
+    ec2.meta.events.register("before-call.ec2.DeleteVpcEndpoints", refused)
+    started = time.monotonic()
+    with pytest.raises(StepError, match=f"{endpoint}: OperationNotPermitted The endpoint is managed"):
+        delete_endpoints_by_id(ec2, [endpoint], lambda _: None)
+    assert time.monotonic() - started < 5
+
+
+def test_route53_and_waf_absent_answers_count_as_absent():
+    """Their codes carry no NotFound (botocore route53 and wafv2 models)."""
+    import botocore.session
+    from botocore.exceptions import ClientError
+
+    from provisioner.aws import not_found
+    session = botocore.session.get_session()
+    assert any(s.name == "NoSuchHostedZone" for s in session.get_service_model("route53").error_shapes)
+    assert any(s.name == "WAFNonexistentItemException" for s in session.get_service_model("wafv2").error_shapes)
+    for code in ("NoSuchHostedZone", "WAFNonexistentItemException"):
+        assert not_found(ClientError({"Error": {"Code": code, "Message": "gone"}}, "Get"))
