@@ -9,6 +9,7 @@ which is how apply proves a no-op re-run changes nothing.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 import boto3
@@ -43,6 +44,7 @@ def error_code(exc: BaseException) -> str:
 
 
 def not_found(exc: BaseException) -> bool:
+    """AWS says the thing does not exist (for something just made, see provisioner/retry.py)."""
     code = error_code(exc)
     # Route 53 and WAFv2 name their absent-resource errors differently (botocore route53 and wafv2 models).
     return "NotFound" in code or code in ("NoSuchEntity", "NoSuchBucket", "NoSuchKey", "ParameterNotFound", "404",
@@ -94,6 +96,8 @@ class Aws:
         self.session = make_session(region)
         self.ledger = CallLedger()
         self.session.events.register("before-call", self._count)
+        self.session.events.register("needs-retry", self.not_yet)
+        self._known: set[str] = set()
         self._clients: dict[str, object] = {}
         self._mutex = threading.Lock()
         self._identity: dict | None = None
@@ -112,6 +116,25 @@ class Aws:
 
     def account_id(self) -> str:
         return self.identity()["Account"]
+
+    def remember(self, physical_id: str) -> None:
+        """Something this run created or adopted (its id is in the state): a NotFound about
+        it is AWS not seeing it yet, never its absence (provisioner/retry.py)."""
+        self._known.add(physical_id)
+
+    def forget(self, physical_id: str | None) -> None:
+        self._known.discard(physical_id)
+
+    def not_yet(self, response, attempts, caught_exception, request_dict, operation, **_):
+        """botocore needs-retry hook, on every client: resend a call AWS answered NotFound
+        about something known to exist, for as long as the retry policy allows."""
+        if caught_exception is not None or response is None or response[0].status_code < 400:
+            return None
+        from .retry import not_yet_delay
+        error = response[1].get("Error", {})
+        started = request_dict["context"].setdefault("not_yet_since", time.monotonic())
+        return not_yet_delay(operation.service_model.service_name, error.get("Code", ""), error.get("Message", ""),
+                             error, self._known.__contains__, attempts, started, time.monotonic())
 
     def _count(self, model, **_):
         self.ledger.add(getattr(_current_step, "name", "-"), is_mutating(model.name))

@@ -12,12 +12,15 @@ import os
 import sys
 import uuid
 
+import steps
+from steps._eks_upgrade import version_plan
+
 from . import config as config_module
 from . import kube, preflight
 from . import graph as step_graph
 from . import aws as aws_api
 from .aws import Aws
-from .errors import LockHeld, SandboxError, UserError
+from .errors import LockHeld, SandboxError, StepError, UserError
 from .events import Events
 from .orchestrator import Orchestrator
 from .remote_state import LEASE_SECONDS, S3Backend, StateFenced
@@ -54,6 +57,10 @@ def parser() -> argparse.ArgumentParser:
             cmd.add_argument("--yes", action="store_true", help="do not ask for confirmation (CI)")
             cmd.add_argument("--lock-timeout", type=float, default=0, metavar="SECONDS",
                              help="wait up to this long for another run's lock (default: fail at once)")
+        if command == "apply":
+            cmd.add_argument("--allow-data-loss", action="store_true",
+                             help="let apply delete RDS, ElastiCache or the traces bucket the config no longer "
+                                  "enables (their data is lost; RDS keeps a final snapshot)")
         if command in ("apply", "destroy", "plan", "verify"):
             cmd.add_argument("--parallelism", type=_positive, default=8, help="steps run at once (default 8)")
         if command == "graph":
@@ -231,12 +238,36 @@ def cmd_preflight(args, config, backend, stdin, stdout) -> int:
 
 def cmd_apply(args, config, backend, stdin, stdout) -> int:
     _refuse_without_terminal(args, stdin)
-    StateStore(backend, config.deployment)  # a bad state file stops us before any question
+    state = StateStore(backend, config.deployment)  # a bad state file stops us before any question
+    removed = step_graph.removals(config, state.all_steps())
+    _refuse_data_loss(removed, args.allow_data_loss)
+    _refuse_downgrade(config, state)
     waves = step_graph.waves(step_graph.build(config))
     order = " -> ".join(", ".join(wave) for wave in waves)
-    _confirm(args, stdin, stdout, f"apply {config.deployment} in {config['region']}: steps {order}\n"
+    removing = (f"\nremove (no longer enabled by the config, destroyed in reverse order): {', '.join(removed)}"
+                if removed else "")
+    _confirm(args, stdin, stdout, f"apply {config.deployment} in {config['region']}: steps {order}{removing}\n"
              "(run `plan` first for the per-resource changes)")
     return _run_with_lock(args, config, backend, stdout, lambda orch: orch.apply())
+
+
+def _refuse_downgrade(config, state) -> None:
+    """EKS cannot go back a Kubernetes version: refused from the state, before any change."""
+    running = state.outputs("eks").get("kubernetes_version")
+    if running:
+        try:
+            version_plan(running, config["eks_cluster_version"])
+        except StepError as exc:
+            raise UserError(f"eks_cluster_version: {exc}") from None
+
+
+def _refuse_data_loss(removed: list[str], allowed: bool) -> None:
+    """Apply never deletes data because a config key changed, unless told so by name."""
+    losing = [f"{name}: {steps.REGISTRY[name].data_loss}" for name in removed if steps.REGISTRY[name].data_loss]
+    if losing and not allowed:
+        raise UserError("apply would delete data the config no longer asks for:\n" + "\n".join(losing) +
+                        "\nto proceed, run apply again with --allow-data-loss; to keep it, restore the config "
+                        "(for example postgres_source: external)")
 
 
 def cmd_destroy(args, config, backend, stdin, stdout) -> int:
@@ -259,25 +290,32 @@ def _check(args, config, backend):
 
 
 def _summarise(findings) -> str:
+    """create, update, replace, upgrade, or several of them joined with +."""
     if not findings:
         return "no changes"
-    if all(f.missing for f in findings):
-        return "create"
-    return "update"
+    return " + ".join(sorted({f.change or ("create" if f.missing else "update") for f in findings}))
 
 
 def cmd_plan(args, config, backend, stdin, stdout) -> int:
     report, _ = _check(args, config, backend)
+    removed = step_graph.removals(config, StateStore(backend, config.deployment).all_steps())
+    plan = {name: {"action": _summarise(f), "findings": [str(x) for x in f]} for name, f in report.items()}
+    for name in removed:
+        loss = steps.REGISTRY[name].data_loss
+        plan[name] = {"action": "delete", "findings": [
+            "no longer enabled by the config: apply destroys it" +
+            (f"; loses {loss} (needs apply --allow-data-loss)" if loss else "")]}
     if args.json:
-        stdout.write(json.dumps({name: {"action": _summarise(f), "findings": [str(x) for x in f]}
-                                 for name, f in report.items()}, indent=2) + "\n")
+        stdout.write(json.dumps(plan, indent=2) + "\n")
         return 0
-    for name, findings in report.items():
-        stdout.write(f"{name:<10} {_summarise(findings)}\n")
-        for finding in findings:
-            stdout.write(f"{'':<10}   {'+' if finding.missing else '~'} {finding}\n")
-    changing = sum(1 for f in report.values() if f)
-    stdout.write(f"\nPlan: {changing} of {len(report)} steps to create or change.\n")
+    width = max(map(len, plan), default=10)
+    for name, entry in plan.items():
+        stdout.write(f"{name:<{width}} {entry['action']}\n")
+        marks = {"create": "+", "delete": "-"}
+        for finding in entry["findings"]:
+            stdout.write(f"{'':<{width}}   {marks.get(entry['action'], '~')} {finding}\n")
+    changing = sum(1 for entry in plan.values() if entry["findings"])
+    stdout.write(f"\nPlan: {changing} of {len(plan)} steps to create, change or delete.\n")
     return 0
 
 

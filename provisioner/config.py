@@ -328,6 +328,14 @@ def _check_combinations(cfg: Config) -> list[str]:
             problems.append("letsencrypt_email: required when tls_certificate_source is letsencrypt")
         if not cfg["langsmith_domain"]:
             problems.append("langsmith_domain: required when tls_certificate_source is letsencrypt (the certificate's name)")
+        # TLS passes through a Network Load Balancer to the gateway: AWS WAF attaches to an
+        # ALB, not an NLB, and NLB access logs cover TLS listeners only (ELB docs).
+        for key, what in (("create_waf", "AWS WAF attaches to Application Load Balancers"),
+                          ("alb_access_logs_enabled", "access logs need an ALB")):
+            if cfg[key]:
+                problems.append(f"{key}: with tls_certificate_source letsencrypt TLS passes through a Network Load "
+                                f"Balancer to the gateway, and {what}; turn {key} off, or use "
+                                "tls_certificate_source acm with the ALB or NGINX")
     if cfg["create_firewall"] and not cfg["create_vpc"]:
         problems.append("create_firewall: needs create_vpc true (the firewall rewires the VPC's routes); turn one of them off/on")
     if cfg["sandbox"] and cfg["state"].get("backend") == "s3":

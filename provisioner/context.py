@@ -35,6 +35,10 @@ class StepContext:
         """Persist a physical ID at once, so a crash right after a create loses nothing."""
         before = self.state.step(self.step).get("physical_ids", {}).get(key)
         self.state.record_physical_id(self.step, key, physical_id)
+        if physical_id:
+            self.aws.remember(physical_id)
+        else:
+            self.aws.forget(before)
         if physical_id and before != physical_id:
             self.events.emit("resource", self.step, f"{key}: {physical_id}", key=key, id=physical_id)
         if physical_id:

@@ -27,6 +27,32 @@ def build(config, for_destroy: bool = False) -> nx.DiGraph:
     return graph
 
 
+REMOVE = "remove"
+PRESENT = ("creating", "created", "failed", "destroying")
+
+
+def removals(config, records: dict) -> list[str]:
+    """Steps the config no longer enables whose state says they may still own resources."""
+    return sorted(name for name, cls in REGISTRY.items()
+                  if not cls.enabled(config) and records.get(name, {}).get("status") in PRESENT)
+
+
+def build_apply(config, removed: list[str]) -> nx.DiGraph:
+    """The create graph plus a `remove` node per step to tear down. A removed step goes
+    after every enabled step that used it has converged (an ALB stops serving the
+    certificate before the certificate goes) and before the removed steps it used."""
+    graph = build(config)
+    for name in removed:
+        graph.add_node(name, action=REMOVE)
+    for name in removed:
+        for user, cls in REGISTRY.items():
+            if user in graph and name in cls.requires:
+                graph.add_edge(user, name)
+    if not nx.is_directed_acyclic_graph(graph):
+        raise RuntimeError(f"apply graph has a cycle: {nx.find_cycle(graph)}")
+    return graph
+
+
 def waves(graph: nx.DiGraph) -> list[list[str]]:
     """Groups of steps that can run at the same time, in order."""
     return [sorted(generation) for generation in nx.topological_generations(graph)]

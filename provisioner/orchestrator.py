@@ -38,11 +38,18 @@ class Orchestrator:
     def context(self, name: str) -> StepContext:
         return StepContext(name, self.config, self.aws, self.state, self.events)
 
+    def removals(self) -> list[str]:
+        """Steps this apply tears down: the config no longer enables them."""
+        return step_graph.removals(self.config, self.state.all_steps())
+
     def apply(self) -> RunResult:
-        graph = step_graph.build(self.config)
-        requires = {name: sorted(graph.predecessors(name)) for name in graph}
+        graph = step_graph.build_apply(self.config, self.removals())
+        requires = {name: sorted(p for p in graph.predecessors(name) if graph.nodes[p].get("action") is None)
+                    for name in graph}
 
         def run_one(name: str) -> bool:
+            if graph.nodes[name].get("action") == step_graph.REMOVE:
+                return self._destroy_one(name, "removing (no longer enabled by the config)")
             step = steps.REGISTRY[name]()
             self.state.update_step(name, status="creating", requires=requires[name], started_at=now(),
                                    finished_at=None, last_error=None)
@@ -53,14 +60,14 @@ class Orchestrator:
 
     def destroy(self) -> RunResult:
         graph = step_graph.build(self.config, for_destroy=True).reverse(copy=True)
+        return execute(graph, lambda name: self._destroy_one(name, "destroying"), self.parallelism, self.events,
+                       "destroying")
 
-        def run_one(name: str) -> bool:
-            step = steps.REGISTRY[name]()
-            self.state.update_step(name, status="destroying", started_at=now(), finished_at=None, last_error=None)
-            self.events.emit("step_started", name, "destroying")
-            return self._run(name, lambda ctx: step.destroy(ctx) or {}, "destroyed")
-
-        return execute(graph, run_one, self.parallelism, self.events, "destroying")
+    def _destroy_one(self, name: str, message: str) -> bool:
+        step = steps.REGISTRY[name]()
+        self.state.update_step(name, status="destroying", started_at=now(), finished_at=None, last_error=None)
+        self.events.emit("step_started", name, message)
+        return self._run(name, lambda ctx: step.destroy(ctx) or {}, "destroyed")
 
     def _run(self, name: str, action, final_status: str) -> bool:
         ctx = self.context(name)

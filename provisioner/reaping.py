@@ -3,61 +3,13 @@ way, and the VPC leftovers (endpoints, detached network interfaces) that hold su
 
 from __future__ import annotations
 
-from typing import Callable
-
-from botocore.exceptions import ClientError
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
-
-from .aws import error_code, if_exists, not_found
+from .aws import if_exists
 from .errors import StepError
-from . import waiting
+from .retry import delete_with_retry
 from .waiting import wait_until
 
-# ENIs released by load balancers and Lambda can take minutes to go; ten is generous.
-DEPENDENCY_WAIT_SECONDS = 600
-# DeleteConflict: IAM answers it for a moment after a policy is detached or a role leaves its
-# instance profile (terraform-provider-aws internal/service/iam/role.go deleteRole retries it).
-RETRYABLE_CODES = {"DependencyViolation", "ResourceInUse", "ResourceInUseException", "InvalidDBInstanceState",
-                   "InvalidCacheClusterState", "InvalidReplicationGroupState", "DeleteConflict"}
-
-
-def still_protected(exc: BaseException) -> bool:
-    """RDS refusing a delete because the deletion-protection change has not landed yet:
-    InvalidParameterCombination "Cannot delete protected DB Instance, please disable deletion
-    protection and try again." (terraform-provider-aws internal/service/rds/instance.go retries
-    on "disable deletion pro")."""
-    return (error_code(exc) == "InvalidParameterCombination"
-            and "disable deletion pro" in exc.response["Error"].get("Message", ""))
-
-
-def _retryable(exc: BaseException) -> bool:
-    return error_code(exc) in RETRYABLE_CODES or still_protected(exc)
-
-
-def delete_with_retry(delete: Callable[[], object], what: str, explain: Callable[[], str],
-                      progress: Callable[[str], None]) -> None:
-    """Delete, retrying while AWS says something still depends on it; an absent
-    resource counts as deleted. On giving up, name what is in the way."""
-    scale = waiting.TIME_SCALE
-
-    def log(state):
-        progress(f"{what} still in use ({error_code(state.outcome.exception())}); retrying")
-    try:
-        for attempt in Retrying(retry=retry_if_exception(_retryable),
-                                wait=wait_exponential(multiplier=scale, min=2 * scale, max=30 * scale),
-                                stop=stop_after_delay(DEPENDENCY_WAIT_SECONDS * scale),
-                                before_sleep=log, reraise=True):
-            with attempt:
-                try:
-                    delete()
-                except ClientError as exc:
-                    if not not_found(exc):
-                        raise
-    except ClientError as exc:
-        if _retryable(exc):
-            raise StepError(f"cannot delete {what}: {exc.response['Error'].get('Message')}. In the way: "
-                            f"{explain() or 'nothing visible to this account'}") from exc
-        raise
+__all__ = ["delete_with_retry", "delete_endpoints", "delete_endpoints_by_id", "delete_detached_interfaces",
+           "explain_vpc"]
 
 
 def delete_endpoints(ec2, vpc_id: str, progress) -> None:

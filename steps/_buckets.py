@@ -9,8 +9,10 @@ import json
 
 from botocore.exceptions import ClientError
 
-from provisioner.aws import error_code, not_found
+from provisioner.aws import error_code
 from provisioner.errors import StepError
+from provisioner.retry import BUCKET_POLICY_NOT_ACCEPTED_YET, PROPAGATION_SECONDS, STILL_IN_USE, until_accepted
+from provisioner.waiting import wait_until
 
 PUBLIC_ACCESS_BLOCK = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
                        "RestrictPublicBuckets": True}
@@ -62,9 +64,19 @@ def bucket_policy_of(s3, bucket: str) -> dict | None:
                         ("NoSuchBucketPolicy", "NoSuchBucket", "404"))
 
 
-def ensure_bucket_policy(s3, bucket: str, policy: dict) -> None:
-    if bucket_policy_of(s3, bucket) != policy:
-        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+def ensure_bucket_policy(ctx, bucket: str, policy: dict, current: dict | None = None) -> None:
+    """Put the policy unless it is already in force; S3 refuses a principal made moments ago
+    (MalformedPolicy) and a bucket made moments ago (NoSuchBucket) until they propagate,
+    and other services see the policy only once it reads back (TF
+    internal/service/s3/bucket_policy.go retries both, then waits for the read-back)."""
+    s3 = ctx.client("s3")
+    if (current if current is not None else bucket_policy_of(s3, bucket)) == policy:
+        return
+    until_accepted(lambda: s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy)),
+                   not_yet=BUCKET_POLICY_NOT_ACCEPTED_YET, what=f"bucket policy of {bucket}", propagation="s3",
+                   progress=ctx.progress)
+    wait_until(lambda: bucket_policy_of(s3, bucket) == policy, what=f"bucket policy of {bucket} to read back",
+               expected_seconds=5, timeout_seconds=PROPAGATION_SECONDS["s3"], progress=ctx.progress)
 
 
 def ensure_private_bucket(ctx, key: str, bucket: str, resource: str) -> None:
@@ -83,21 +95,36 @@ def ensure_private_bucket(ctx, key: str, bucket: str, resource: str) -> None:
 
 
 def empty_and_delete(ctx, bucket: str) -> None:
+    """Delete the policy (its Deny refuses our deletes too) and wait until S3 no longer
+    returns it: a deleted policy goes on denying for a moment (TF bucket_policy.go waits
+    RetryUntilNotFound). Then delete every version, checking DeleteObjects' per-key errors,
+    and the bucket, again while it is not empty."""
     s3 = ctx.client("s3")
     if not bucket_exists(s3, bucket):
         return
     read_setting(s3, bucket, s3.delete_bucket_policy, lambda r: r, ("NoSuchBucketPolicy",))
-    deleted = 0
-    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
-        doomed = [{"Key": v["Key"], "VersionId": v["VersionId"]}
-                  for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
-        for start in range(0, len(doomed), 1000):
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": doomed[start:start + 1000], "Quiet": True})
-        deleted += len(doomed)
+    wait_until(lambda: bucket_policy_of(s3, bucket) is None, what=f"bucket policy of {bucket} to be gone",
+               expected_seconds=5, timeout_seconds=PROPAGATION_SECONDS["s3"], progress=ctx.progress)
+    deleted, refused = 0, []
+
+    def empty_then_delete():
+        nonlocal deleted
+        deleted, refused[:] = 0, []
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+            doomed = [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                      for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+            for start in range(0, len(doomed), 1000):
+                answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": doomed[start:start + 1000], "Quiet": True})
+                refused.extend(answer.get("Errors", []))
+            deleted += len(doomed)
+        s3.delete_bucket(Bucket=bucket)
+    try:
+        until_accepted(empty_then_delete, not_yet=STILL_IN_USE, what=f"delete bucket {bucket}", propagation="s3",
+                       progress=ctx.progress, absent_is_done=True)
+    except StepError as exc:
+        if refused:
+            raise StepError(f"{exc}; S3 refused to delete {len(refused)} object versions, e.g. "
+                            f"{refused[0].get('Key')}: {refused[0].get('Code')} {refused[0].get('Message')}") from exc
+        raise
     if deleted:
         ctx.progress(f"emptied {bucket}: {deleted} object versions deleted")
-    try:
-        s3.delete_bucket(Bucket=bucket)
-    except ClientError as exc:
-        if not not_found(exc):
-            raise

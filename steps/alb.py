@@ -1,34 +1,67 @@
-"""The ALB: one load balancer, ours, serving traffic in every ingress mode.
+"""The load balancer: one, ours, serving traffic in every ingress mode.
 
-Its target group (target type ip) is filled from inside the cluster by a
-TargetGroupBinding: the LangSmith frontend in plain ALB mode, the gateway's proxy
+Its target groups (target type ip) are filled from inside the cluster by
+TargetGroupBindings: the LangSmith frontend in plain ALB mode, the gateway's proxy
 otherwise. So WAF, access logs and DNS always sit on the load balancer that really
 serves (in the reference, plain ALB mode serves from a second, controller-made ALB),
 and destroy has no controller-made load balancer to chase.
+
+With `tls_certificate_source: letsencrypt` TLS ends at the gateway inside the cluster,
+with cert-manager's certificate. An ALB cannot pass TLS through (its listeners are HTTP
+or HTTPS with an ACM or IAM certificate: ELB docs, "Listeners for your Application Load
+Balancers"), so in those modes it is a Network Load Balancer forwarding TCP 80 and 443
+to the gateway's two ports; the WAF and ALB access logs, which need an ALB, are refused
+by config validation for them.
 """
 
 from __future__ import annotations
 
 from provisioner.aws import if_exists
+from provisioner.errors import StepError
 from provisioner.reaping import delete_with_retry
+from provisioner.retry import LOG_BUCKET_POLICY_NOT_SEEN_YET, until_accepted
+from provisioner.waiting import wait_until
 
 from ._network import delete_security_group, ensure_security_group, security_group_findings
 from .base import Finding, Step, register
 
-# gateway -> (namespace, Service, pod port the targets listen on)
-TARGETS = {"alb": ("langsmith", "langsmith-frontend", 8080), "nginx": ("ingress-nginx", "ingress-nginx-controller", 80),
-           "istio": ("istio-system", "istio-ingressgateway", 80),
-           "envoy": ("envoy-gateway-system", "envoy-langsmith-gateway", 10080)}
+# gateway -> (namespace, Service, {Service port: pod port the targets listen on}).
+# Envoy Gateway runs its proxy unprivileged and shifts ports under 1024 by 10000
+# (envoyproxy/gateway, internal/gatewayapi: servicePortToContainerPort); Istio's gateway
+# chart maps 80 -> 80 and 443 -> 443 (gateway chart values.yaml, service.ports).
+TARGETS = {"alb": ("langsmith", "langsmith-frontend", {80: 8080}),
+           "nginx": ("ingress-nginx", "ingress-nginx-controller", {80: 80}),
+           "istio": ("istio-system", "istio-ingressgateway", {80: 80, 443: 443}),
+           "envoy": ("envoy-gateway-system", "envoy-langsmith-gateway", {80: 10080, 443: 10443})}
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 NODE_RULE = "from the LangSmith ALB"
+LB_EXPECTED_SECONDS = 120
 
 
-def load_balancer_name(config) -> str:
-    return f"{config.deployment}-alb"
+def passes_tls_through(config) -> bool:
+    """TLS ends in the cluster (letsencrypt): a Network Load Balancer forwards TCP."""
+    return config["tls_certificate_source"] == "letsencrypt"
 
 
-def target_group_name(config) -> str:
-    return f"{config.deployment}-{config.gateway}"[:32]
+def load_balancer_name(config, network: bool | None = None) -> str:
+    network = passes_tls_through(config) if network is None else network
+    return f"{config.deployment}-{'nlb' if network else 'alb'}"
+
+
+def target_groups(config) -> dict[int, tuple[str, str, int]]:
+    """Service port -> (target group name, protocol, pod port). An ALB has one HTTP group
+    (HTTPS ends at the ALB); a Network Load Balancer one TCP group per gateway port.
+    Names stay within ELB's 32 characters (deployment names are at most 26)."""
+    _, _, ports = TARGETS[config.gateway]
+    if passes_tls_through(config):
+        return {port: (f"{config.deployment}-pt{port}", "TCP", pod_port) for port, pod_port in ports.items()}
+    return {80: (f"{config.deployment}-{config.gateway}"[:32], "HTTP", ports[80])}
+
+
+def every_target_group_name(config) -> list[str]:
+    """Every name a target group of this deployment may have had, whatever the mode then."""
+    names = {f"{config.deployment}-{gateway}"[:32] for gateway in TARGETS}
+    return sorted(names | {f"{config.deployment}-pt{port}" for port in (80, 443)})
 
 
 def find_load_balancer(elbv2, name: str) -> dict | None:
@@ -61,34 +94,62 @@ class Alb(Step):
 
     def create(self, ctx) -> dict:
         elbv2, cfg, vpc, eks = ctx.client("elbv2"), ctx.config, ctx.upstream("vpc"), ctx.upstream("eks")
-        group_id = ensure_security_group(ctx, "alb-sg", "LangSmith ALB: HTTP/HTTPS in, VPC out", vpc["vpc_id"],
-                                         _ingress_rules(cfg), vpc["vpc_cidr"])
-        _, _, port = TARGETS[cfg.gateway]
-        self._allow_alb_to_pods(ctx, eks.get("cluster_security_group_id"), group_id, port)
+        group_id = ensure_security_group(ctx, "alb-sg", "LangSmith load balancer: HTTP/HTTPS in, VPC out",
+                                         vpc["vpc_id"], _ingress_rules(cfg), vpc["vpc_cidr"])
+        groups = target_groups(cfg)
+        self._allow_load_balancer_to_pods(ctx, eks.get("cluster_security_group_id"), group_id,
+                                          sorted(pod_port for _, _, pod_port in groups.values()))
         name = load_balancer_name(cfg)
         internal = cfg["alb_scheme"] == "internal"
         lb_arn = ctx.ensure("load_balancer", lambda: (find_load_balancer(elbv2, name) or {}).get("LoadBalancerArn"),
                             lambda: elbv2.create_load_balancer(
-                                Name=name, Type="application", Scheme=cfg["alb_scheme"], SecurityGroups=[group_id],
+                                Name=name, Type="network" if passes_tls_through(cfg) else "application",
+                                Scheme=cfg["alb_scheme"], SecurityGroups=[group_id],
                                 Subnets=vpc["private_subnet_ids" if internal else "public_subnet_ids"],
                                 Tags=ctx.tags.as_list("alb"))["LoadBalancers"][0]["LoadBalancerArn"])
         self._converge_attributes(ctx, lb_arn)
-        tg_name = target_group_name(cfg)
-        tg_arn = ctx.ensure("target_group", lambda: (find_target_group(elbv2, tg_name) or {}).get("TargetGroupArn"),
-                            lambda: elbv2.create_target_group(
-                                Name=tg_name, Protocol="HTTP", Port=port, VpcId=vpc["vpc_id"], TargetType="ip",
-                                HealthCheckPath="/", HealthCheckIntervalSeconds=15, HealthCheckTimeoutSeconds=5,
-                                HealthyThresholdCount=2, UnhealthyThresholdCount=3, Matcher={"HttpCode": "200-404"},
-                                Tags=ctx.tags.as_list("alb-targets"))["TargetGroups"][0]["TargetGroupArn"])
-        listeners = self._converge_listeners(ctx, lb_arn, tg_arn)
-        described = find_load_balancer(elbv2, name)
+        arns = {port: self._ensure_target_group(ctx, port, *spec) for port, spec in groups.items()}
+        listeners = self._converge_listeners(ctx, lb_arn, arns)
+        self._retire_previous_mode(ctx)
+        described = self._wait_active(ctx, name)
         zone_id = ctx.upstream("dns").get("zone_id") if cfg["langsmith_domain"] and not cfg["acm_certificate_arn"] else None
         if zone_id:
             self._ensure_alias(ctx, zone_id, described)
-        return {"load_balancer_arn": lb_arn, "dns_name": described["DNSName"],
+        return {"load_balancer_arn": lb_arn, "type": described["Type"], "dns_name": described["DNSName"],
                 "zone_id": described["CanonicalHostedZoneId"], "security_group_id": group_id,
-                "target_group_arn": tg_arn, "target_port": port, "listeners": listeners,
-                "scheme": cfg["alb_scheme"]}
+                "target_groups": {str(port): arn for port, arn in arns.items()},
+                "target_group_names": sorted(name for name, _, _ in groups.values()),
+                "target_ports": {str(port): spec[2] for port, spec in groups.items()},
+                "listeners": listeners, "scheme": cfg["alb_scheme"]}
+
+    @staticmethod
+    def _ensure_target_group(ctx, service_port: int, name: str, protocol: str, pod_port: int) -> str:
+        elbv2, vpc_id = ctx.client("elbv2"), ctx.upstream("vpc")["vpc_id"]
+        health = ({"HealthCheckPath": "/", "Matcher": {"HttpCode": "200-404"}, "HealthCheckTimeoutSeconds": 5}
+                  if protocol == "HTTP" else {"HealthCheckProtocol": "TCP"})
+        key = "target_group" if service_port == 80 else f"target_group/{service_port}"
+        return ctx.ensure(key, lambda: (find_target_group(elbv2, name) or {}).get("TargetGroupArn"),
+                          lambda: elbv2.create_target_group(
+                              Name=name, Protocol=protocol, Port=pod_port, VpcId=vpc_id, TargetType="ip",
+                              HealthCheckIntervalSeconds=15, HealthyThresholdCount=2, UnhealthyThresholdCount=3,
+                              Tags=ctx.tags.as_list(f"targets-{service_port}"), **health,
+                          )["TargetGroups"][0]["TargetGroupArn"])
+
+    @staticmethod
+    def _wait_active(ctx, name: str) -> dict:
+        """A new ALB is 'provisioning' for a minute or two; WAF and DNS users need it
+        'active' (TF internal/service/elbv2/load_balancer.go waits for active on create)."""
+        elbv2 = ctx.client("elbv2")
+
+        def active():
+            lb = find_load_balancer(elbv2, name)
+            state = (lb or {}).get("State", {}).get("Code")
+            if state in (None, "failed"):
+                raise StepError(f"load balancer {name} is {state or 'gone'}: "
+                                f"{(lb or {}).get('State', {}).get('Reason', 'no reason given')}")
+            return lb if state in ("active", "active_impaired") else None
+        return wait_until(active, what=f"load balancer {name} to be active", expected_seconds=LB_EXPECTED_SECONDS,
+                          timeout_seconds=900, progress=ctx.progress)
 
     @staticmethod
     def _ensure_alias(ctx, zone_id: str, lb: dict) -> None:
@@ -103,22 +164,26 @@ class Alb(Step):
                 {"Action": "UPSERT", "ResourceRecordSet": {"Name": domain, "Type": "A", "AliasTarget": alias}}]})
 
     @staticmethod
-    def _allow_alb_to_pods(ctx, cluster_group: str | None, alb_group: str, port: int) -> None:
-        """Targets are pod IPs behind the EKS cluster security group: let the ALB reach
-        them on the target port, and nothing else."""
+    def _allow_load_balancer_to_pods(ctx, cluster_group: str | None, lb_group: str, ports: list[int]) -> None:
+        """Targets are pod IPs behind the EKS cluster security group: let the load balancer
+        reach them on the target ports, and nothing else."""
         if not cluster_group:
             return
         ec2 = ctx.client("ec2")
         group = ec2.describe_security_groups(GroupIds=[cluster_group])["SecurityGroups"][0]
-        allowed = any(p.get("FromPort") == port and any(g.get("GroupId") == alb_group for g in p.get("UserIdGroupPairs", []))
-                      for p in group.get("IpPermissions", []))
-        if not allowed:
+        allowed = {p.get("FromPort") for p in group.get("IpPermissions", [])
+                   if any(g.get("GroupId") == lb_group for g in p.get("UserIdGroupPairs", []))}
+        missing = [port for port in ports if port not in allowed]
+        if missing:
             ec2.authorize_security_group_ingress(GroupId=cluster_group, IpPermissions=[{
                 "IpProtocol": "tcp", "FromPort": port, "ToPort": port,
-                "UserIdGroupPairs": [{"GroupId": alb_group, "Description": NODE_RULE}]}])
+                "UserIdGroupPairs": [{"GroupId": lb_group, "Description": NODE_RULE}]} for port in missing])
 
     @staticmethod
     def _wanted_attributes(ctx) -> dict[str, str]:
+        if passes_tls_through(ctx.config):
+            # The gateway's pods may sit in one zone: every NLB node must reach them.
+            return {"load_balancing.cross_zone.enabled": "true"}
         wanted = {"routing.http.drop_invalid_header_fields.enabled": "true", "idle_timeout.timeout_seconds": "3600"}
         logs = ctx.upstream("alb_access_logs").get("bucket_name") if ctx.config["alb_access_logs_enabled"] else None
         wanted["access_logs.s3.enabled"] = "true" if logs else "false"
@@ -131,12 +196,17 @@ class Alb(Step):
         current = {a["Key"]: a["Value"] for a in
                    elbv2.describe_load_balancer_attributes(LoadBalancerArn=lb_arn)["Attributes"]}
         changes = [{"Key": k, "Value": v} for k, v in self._wanted_attributes(ctx).items() if current.get(k) != v]
-        if changes:
-            elbv2.modify_load_balancer_attributes(LoadBalancerArn=lb_arn, Attributes=changes)
+        if changes:  # log delivery checks the bucket policy, which may not have propagated yet
+            until_accepted(lambda: elbv2.modify_load_balancer_attributes(LoadBalancerArn=lb_arn, Attributes=changes),
+                           not_yet=LOG_BUCKET_POLICY_NOT_SEEN_YET, what="load balancer attributes", propagation="s3",
+                           progress=ctx.progress)
 
     @staticmethod
-    def _wanted_listeners(ctx, tg_arn: str) -> dict[int, dict]:
-        forward = [{"Type": "forward", "TargetGroupArn": tg_arn}]
+    def _wanted_listeners(ctx, group_arns: dict[int, str]) -> dict[int, dict]:
+        if passes_tls_through(ctx.config):
+            return {port: {"Protocol": "TCP", "DefaultActions": [{"Type": "forward", "TargetGroupArn": arn}]}
+                    for port, arn in group_arns.items()}
+        forward = [{"Type": "forward", "TargetGroupArn": group_arns[80]}]
         certificate = certificate_arn(ctx)
         if certificate is None:
             return {80: {"Protocol": "HTTP", "DefaultActions": forward}}
@@ -146,10 +216,10 @@ class Alb(Step):
                 443: {"Protocol": "HTTPS", "DefaultActions": forward, "SslPolicy": TLS_POLICY,
                       "Certificates": [{"CertificateArn": certificate}]}}
 
-    def _converge_listeners(self, ctx, lb_arn: str, tg_arn: str) -> dict[str, str]:
+    def _converge_listeners(self, ctx, lb_arn: str, group_arns: dict[int, str]) -> dict[str, str]:
         elbv2 = ctx.client("elbv2")
         existing = {l["Port"]: l for l in elbv2.describe_listeners(LoadBalancerArn=lb_arn)["Listeners"]}
-        wanted = self._wanted_listeners(ctx, tg_arn)
+        wanted = self._wanted_listeners(ctx, group_arns)
         arns = {}
         for port, spec in wanted.items():
             current = existing.get(port)
@@ -183,18 +253,25 @@ class Alb(Step):
             if current.get(key) != value:
                 findings.append(Finding(f"load balancer {lb['LoadBalancerName']}", f"{key} is {current.get(key)}, "
                                                                                    f"config wants {value}"))
-        group = find_target_group(elbv2, target_group_name(cfg))
-        if group is None:
-            return findings + [Finding(f"target group {target_group_name(cfg)}", "missing", missing=True)]
-        health = [t["TargetHealth"]["State"] for t in
-                  elbv2.describe_target_health(TargetGroupArn=group["TargetGroupArn"])["TargetHealthDescriptions"]]
-        ctx.fact(f"{lb['LoadBalancerName']} {lb['State']['Code']} at {lb['DNSName']}; "
-                 f"{health.count('healthy')}/{len(health)} targets healthy on port {group['Port']}")
-        if health and "healthy" not in health:
-            findings.append(Finding(f"target group {group['TargetGroupName']}", "no healthy target: LangSmith is "
-                                    "unreachable through the ALB (check the pods and the TargetGroupBinding)"))
+        arns = {}
+        for port, (name, _, _) in target_groups(cfg).items():
+            group = find_target_group(elbv2, name)
+            if group is None:
+                findings.append(Finding(f"target group {name}", "missing", missing=True))
+                continue
+            arns[port] = group["TargetGroupArn"]
+            health = [t["TargetHealth"]["State"] for t in
+                      elbv2.describe_target_health(TargetGroupArn=group["TargetGroupArn"])["TargetHealthDescriptions"]]
+            ctx.fact(f"{lb['LoadBalancerName']} {lb['State']['Code']} at {lb['DNSName']}; port {port}: "
+                     f"{health.count('healthy')}/{len(health)} targets healthy on pod port {group['Port']}")
+            if health and "healthy" not in health:
+                findings.append(Finding(f"target group {name}", "no healthy target: LangSmith is unreachable "
+                                        f"through the load balancer on port {port} (check the pods and the "
+                                        "TargetGroupBinding)"))
+        if len(arns) < len(target_groups(cfg)):
+            return findings
         existing = {l["Port"]: l for l in elbv2.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]}
-        wanted = self._wanted_listeners(ctx, group["TargetGroupArn"])
+        wanted = self._wanted_listeners(ctx, arns)
         for port, spec in wanted.items():
             if port not in existing:
                 findings.append(Finding(f"listener :{port}", "missing", missing=True))
@@ -204,19 +281,13 @@ class Alb(Step):
         return findings
 
     def destroy(self, ctx) -> None:
-        elbv2, cfg, ec2 = ctx.client("elbv2"), ctx.config, ctx.client("ec2")
-        lb = find_load_balancer(elbv2, load_balancer_name(cfg))
-        if lb is not None:
-            for listener in elbv2.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]:
-                elbv2.delete_listener(ListenerArn=listener["ListenerArn"])
-            elbv2.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
+        for network in (False, True):  # the config may have switched TLS modes since the last apply
+            self._delete_load_balancer(ctx, load_balancer_name(ctx.config, network))
         ctx.record("load_balancer", None)
-        for gateway in TARGETS:  # the config may have switched gateways since the last apply
-            group = find_target_group(elbv2, f"{cfg.deployment}-{gateway}"[:32])
-            if group is not None:
-                delete_with_retry(lambda g=group: elbv2.delete_target_group(TargetGroupArn=g["TargetGroupArn"]),
-                                  f"target group {group['TargetGroupName']}", lambda: "", ctx.progress)
+        self._delete_target_groups(ctx, every_target_group_name(ctx.config))  # and gateways
         ctx.record("target_group", None)
+        ctx.record("target_group/443", None)
+        elbv2, cfg, ec2 = ctx.client("elbv2"), ctx.config, ctx.client("ec2")
         alb_group = ctx.state.step(self.name).get("physical_ids", {}).get("security_group/alb-sg")
         for group in ec2.describe_security_groups(Filters=[{"Name": "tag:aws:eks:cluster-name",
                                                             "Values": [cfg.cluster_name]}])["SecurityGroups"]:
@@ -225,6 +296,38 @@ class Alb(Step):
             if stale:
                 ec2.revoke_security_group_ingress(GroupId=group["GroupId"], IpPermissions=stale)
         delete_security_group(ctx, "alb-sg")
+
+
+    @staticmethod
+    def _delete_load_balancer(ctx, name: str) -> None:
+        elbv2 = ctx.client("elbv2")
+        lb = find_load_balancer(elbv2, name)
+        if lb is not None:
+            for listener in elbv2.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]:
+                elbv2.delete_listener(ListenerArn=listener["ListenerArn"])
+            elbv2.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
+
+    @staticmethod
+    def _delete_target_groups(ctx, names) -> None:
+        elbv2 = ctx.client("elbv2")
+        for name in names:
+            group = find_target_group(elbv2, name)
+            if group is not None:
+                delete_with_retry(lambda g=group: elbv2.delete_target_group(TargetGroupArn=g["TargetGroupArn"]),
+                                  f"target group {name}", lambda: "", ctx.progress)
+
+    def _retire_previous_mode(self, ctx) -> None:
+        """After a switch of TLS mode or gateway: the other kind of load balancer and the
+        target groups this mode does not use go (the new ones already serve)."""
+        cfg, previous = ctx.config, ctx.state.outputs(self.name)
+        wanted_type = "network" if passes_tls_through(cfg) else "application"
+        if previous and previous.get("type", "application") != wanted_type:
+            ctx.progress(f"the {previous.get('type', 'application')} load balancer goes: this mode serves from a "
+                         f"{wanted_type} one")
+            self._delete_load_balancer(ctx, load_balancer_name(cfg, not passes_tls_through(cfg)))
+        wanted = {name for name, _, _ in target_groups(cfg).values()}
+        if set(previous.get("target_group_names", wanted)) - wanted:
+            self._delete_target_groups(ctx, sorted(set(every_target_group_name(cfg)) - wanted))
 
 
 def _listener_differs(current: dict, spec: dict) -> bool:

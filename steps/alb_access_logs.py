@@ -46,11 +46,10 @@ class AlbAccessLogs(Step):
         return config["alb_access_logs_enabled"]
 
     def create(self, ctx) -> dict:
-        s3 = ctx.client("s3")
         bucket = derived_name(ctx, "alb-logs")
         ensure_private_bucket(ctx, "bucket", bucket, "alb-logs")
         policy = bucket_policy(bucket, ctx.aws.account_id(), ctx.config["region"])
-        ensure_bucket_policy(s3, bucket, policy)
+        ensure_bucket_policy(ctx, bucket, policy)
         return {"bucket_name": bucket, "prefix": "alb"}
 
     def verify(self, ctx) -> list[Finding]:

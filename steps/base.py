@@ -15,6 +15,9 @@ class Finding:
     resource: str
     problem: str
     missing: bool = False
+    # what apply does about it beyond an in-place update: "replace" (made anew beside the
+    # old one, which then goes) or "upgrade" (a version walked forward in steps)
+    change: str = ""
 
     def __str__(self) -> str:
         return f"{self.resource}: {self.problem}"
@@ -31,6 +34,9 @@ class Step:
 
     name: ClassVar[str]
     requires: ClassVar[tuple[str, ...]] = ()
+    # What tearing the step down loses for good, for steps that hold data: apply removes
+    # such a step (its config switched off) only when told it may lose data.
+    data_loss: ClassVar[str] = ""
 
     @staticmethod
     def enabled(config) -> bool:

@@ -4,10 +4,9 @@ access entry for its role so kubectl works from it (the reference makes none).""
 
 from __future__ import annotations
 
-from botocore.exceptions import ClientError
-
-from provisioner.aws import error_code, if_exists
+from provisioner.aws import if_exists
 from provisioner.reaping import delete_with_retry
+from provisioner.retry import INSTANCE_PROFILE_NOT_KNOWN_YET, until_accepted
 from provisioner.waiting import wait_until
 
 from ._iam import delete_role, ensure_role, trust
@@ -66,14 +65,6 @@ class Bastion(Step):
     def _launch(ctx, profile: str, group: str, subnet: str, public: bool) -> str:
         ec2 = ctx.client("ec2")
         image = ctx.client("ssm").get_parameter(Name=AMI_PARAMETER)["Parameter"]["Value"]
-
-        def launch():
-            try:
-                return ec2.run_instances(**request)
-            except ClientError as exc:  # a new instance profile takes a few seconds to reach EC2
-                if error_code(exc) == "InvalidParameterValue" and "iamInstanceProfile" in str(exc):
-                    return None
-                raise
         request = dict(
             ImageId=image, InstanceType=INSTANCE_TYPE, MinCount=1, MaxCount=1, IamInstanceProfile={"Name": profile},
             NetworkInterfaces=[{"DeviceIndex": 0, "SubnetId": subnet, "Groups": [group],
@@ -83,8 +74,9 @@ class Bastion(Step):
                                                                       "Encrypted": True, "DeleteOnTermination": True}}],
             ClientToken=ctx.client_token("instance"),
             TagSpecifications=ctx.tags.ec2_spec("instance", "bastion"))
-        launched = wait_until(launch, what="bastion launch", expected_seconds=5, timeout_seconds=120,
-                              progress=ctx.progress)
+        # A new instance profile takes a few seconds to reach EC2.
+        launched = until_accepted(lambda: ec2.run_instances(**request), not_yet=INSTANCE_PROFILE_NOT_KNOWN_YET,
+                                  what="bastion launch", propagation="iam", progress=ctx.progress)
         return launched["Instances"][0]["InstanceId"]
 
     def verify(self, ctx) -> list[Finding]:

@@ -4,6 +4,7 @@ own private bucket whose policy lets only this trail write."""
 from __future__ import annotations
 
 from provisioner.aws import if_exists
+from provisioner.retry import TRAIL_BUCKET_POLICY_NOT_SEEN_YET, until_accepted
 
 from ._buckets import derived_name, empty_and_delete, ensure_bucket_policy, ensure_private_bucket
 from .base import Finding, Step, register
@@ -42,12 +43,15 @@ class CloudTrail(Step):
         name = trail_name(cfg)
         arn = f"arn:aws:cloudtrail:{cfg['region']}:{ctx.aws.account_id()}:trail/{name}"
         policy = bucket_policy(bucket, arn, ctx.aws.account_id())
-        ensure_bucket_policy(s3, bucket, policy)
+        ensure_bucket_policy(ctx, bucket, policy)
         trail = self._find(cloudtrail, name)
         if trail is None:
-            trail = cloudtrail.create_trail(Name=name, S3BucketName=bucket, IsMultiRegionTrail=True,
-                                            IncludeGlobalServiceEvents=True, EnableLogFileValidation=True,
-                                            TagsList=ctx.tags.as_list("trail"))
+            # CloudTrail checks the bucket policy at create, and may not see it yet.
+            trail = until_accepted(lambda: cloudtrail.create_trail(
+                Name=name, S3BucketName=bucket, IsMultiRegionTrail=True, IncludeGlobalServiceEvents=True,
+                EnableLogFileValidation=True, TagsList=ctx.tags.as_list("trail")),
+                not_yet=TRAIL_BUCKET_POLICY_NOT_SEEN_YET, what=f"create trail {name}", propagation="s3",
+                progress=ctx.progress)
         elif not (trail["IsMultiRegionTrail"] and trail["LogFileValidationEnabled"]):
             cloudtrail.update_trail(Name=name, IsMultiRegionTrail=True, EnableLogFileValidation=True,
                                     IncludeGlobalServiceEvents=True)

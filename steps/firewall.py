@@ -194,6 +194,10 @@ class Firewall(Step):
         if if_exists(nfw.describe_firewall_policy, FirewallPolicyName=named["policy"]) is not None:
             delete_with_retry(lambda: nfw.delete_firewall_policy(FirewallPolicyName=named["policy"]),
                               f"firewall policy {named['policy']}", lambda: "", ctx.progress)
+            # The rule group stays in use until the policy is gone (TF firewall_policy.go waits for deletion).
+            wait_until(lambda: if_exists(nfw.describe_firewall_policy, FirewallPolicyName=named["policy"]) is None,
+                       what=f"firewall policy {named['policy']} to be deleted", expected_seconds=30,
+                       timeout_seconds=600, progress=ctx.progress)
         ctx.record("firewall_policy", None)
         if if_exists(nfw.describe_rule_group, RuleGroupName=named["rule_group"], Type=STATEFUL) is not None:
             delete_with_retry(lambda: nfw.delete_rule_group(RuleGroupName=named["rule_group"], Type=STATEFUL),

@@ -9,15 +9,18 @@
 With letsencrypt, a ClusterIssuer using Route 53 DNS-01 through cert-manager's IRSA role
 (or the issuer named in cert_manager_issuer) and the certificate the gateway serves.
 
-A TargetGroupBinding (target type ip) registers the serving pods in the ALB's target
-group, so the provisioned ALB is the one that serves; it is deleted first on destroy,
-while the load balancer controller still runs to deregister the targets.
+A TargetGroupBinding (target type ip) per target group registers the serving pods in the
+load balancer's target groups (HTTP 80 behind an ALB; TCP 80 and 443 behind the Network
+Load Balancer of the letsencrypt modes), so the provisioned load balancer is the one
+that serves; bindings are deleted first on destroy, while the load balancer controller
+still runs to deregister the targets.
 """
 
 from __future__ import annotations
 
 from provisioner.charts import chart_source
 from provisioner.kube import ClusterMissing
+from provisioner.waiting import wait_until
 
 from ._releases import install_release, uninstall_releases
 from .alb import TARGETS
@@ -28,6 +31,7 @@ GATEWAY_NAME = "langsmith-gateway"
 TLS_SECRET = "langsmith-tls"
 LETSENCRYPT_ISSUER = "letsencrypt-prod"
 BINDING = "langsmith-tgb"
+SERVICE_PORTS = (80, 443)
 # Installed in this order (istio: CRDs, control plane, gateway), uninstalled in reverse.
 RELEASES = {"nginx": ["ingress-nginx"], "envoy": ["envoy-gateway"], "istio": ["istio-base", "istiod",
                                                                            "istio-ingressgateway"]}
@@ -101,12 +105,18 @@ def gateway_objects(ctx) -> list[dict]:
     return objects
 
 
-def target_group_binding(ctx) -> dict:
+def binding_name(service_port: int) -> str:
+    return BINDING if service_port == 80 else f"{BINDING}-{service_port}"
+
+
+def target_group_bindings(ctx) -> list[dict]:
+    """One binding per target group the load balancer step made, on the matching Service port."""
     namespace, service, _ = TARGETS[ctx.config.gateway]
-    return {"apiVersion": "elbv2.k8s.aws/v1beta1", "kind": "TargetGroupBinding",
-            "metadata": {"name": BINDING, "namespace": namespace},
-            "spec": {"serviceRef": {"name": service, "port": 80}, "targetType": "ip",
-                     "targetGroupARN": ctx.upstream("alb")["target_group_arn"]}}
+    return [{"apiVersion": "elbv2.k8s.aws/v1beta1", "kind": "TargetGroupBinding",
+             "metadata": {"name": binding_name(int(port)), "namespace": namespace},
+             "spec": {"serviceRef": {"name": service, "port": int(port)}, "targetType": "ip",
+                      "targetGroupARN": arn}}
+            for port, arn in sorted(ctx.upstream("alb").get("target_groups", {}).items())]
 
 
 @register
@@ -124,15 +134,19 @@ class Ingress(Step):
         for obj in gateway_objects(ctx):
             kube.apply(obj)
             ctx.record(f"{obj['kind'].lower()}/{obj['metadata']['name']}", obj["metadata"]["name"])
-        binding = target_group_binding(ctx)
-        namespace = binding["metadata"]["namespace"]
+        namespace, service, _ = TARGETS[cfg.gateway]
         if kube.get("v1", "Namespace", namespace) is None:
             kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-        kube.apply(binding)
-        ctx.record("targetgroupbinding", f"{namespace}/{BINDING}")
-        _, service, port = TARGETS[cfg.gateway]
-        return {"gateway": cfg.gateway, "releases": installed, "target_service": f"{namespace}/{service}",
-                "target_port": port}
+        bindings = target_group_bindings(ctx)
+        for binding in bindings:
+            bind(ctx, kube, binding)
+            ctx.record(f"targetgroupbinding/{binding['metadata']['name']}", f"{namespace}/{binding['metadata']['name']}")
+        previous = ctx.state.outputs(self.name)
+        if previous and (previous.get("gateway"), previous.get("tls", "none")) != (cfg.gateway,
+                                                                                  cfg["tls_certificate_source"]):
+            self._retire_previous_mode(ctx, kube, helm, gateway_objects(ctx) + bindings)
+        return {"gateway": cfg.gateway, "tls": cfg["tls_certificate_source"], "releases": installed,
+                "target_service": f"{namespace}/{service}"}
 
     def verify(self, ctx) -> list[Finding]:
         try:
@@ -147,7 +161,7 @@ class Ingress(Step):
                                         missing=found is None))
             else:
                 ctx.fact(f"release {release} deployed ({found['chart']})")
-        expected = gateway_objects(ctx) + ([target_group_binding(ctx)] if ctx.upstream("alb") else [])
+        expected = gateway_objects(ctx) + target_group_bindings(ctx)
         for obj in expected:
             meta = obj["metadata"]
             if kube.get(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace")) is None:
@@ -161,16 +175,58 @@ class Ingress(Step):
             kube, helm = ctx.cluster()
         except ClusterMissing:
             return
-        for namespace, _, _ in TARGETS.values():
-            kube.delete("elbv2.k8s.aws/v1beta1", "TargetGroupBinding", BINDING, namespace)
-        for api, kind, name, namespace in (
-                ("gateway.networking.k8s.io/v1", "Gateway", GATEWAY_NAME, NAMESPACE),
-                ("networking.istio.io/v1", "Gateway", GATEWAY_NAME, "istio-system"),
-                ("gateway.networking.k8s.io/v1", "GatewayClass", "eg", None),
-                ("gateway.envoyproxy.io/v1alpha1", "EnvoyProxy", "langsmith-proxy", TARGETS["envoy"][0]),
-                ("cert-manager.io/v1", "Certificate", TLS_SECRET, NAMESPACE),
-                ("cert-manager.io/v1", "Certificate", TLS_SECRET, "istio-system"),
-                ("cert-manager.io/v1", "ClusterIssuer", LETSENCRYPT_ISSUER, None)):
+        for api, kind, name, namespace in every_object():
             kube.delete(api, kind, name, namespace)
         uninstall_releases(ctx, helm, [r for releases in RELEASES.values() for r in reversed(releases)])
         ctx.forget_all()
+
+    @staticmethod
+    def _retire_previous_mode(ctx, kube, helm, wanted: list[dict]) -> None:
+        """After a switch of gateway or TLS mode, once the new one serves: the objects and
+        releases only the previous mode used go."""
+        keep = {_key(obj) for obj in wanted}
+        kept_ids = {f"{obj['kind'].lower()}/{obj['metadata']['name']}" for obj in wanted}
+        for api, kind, name, namespace in every_object():
+            if (api, kind, name, namespace) not in keep and kube.delete(api, kind, name, namespace):
+                ctx.progress(f"deleted {kind} {name}: the previous mode's")
+                if f"{kind.lower()}/{name}" not in kept_ids:
+                    ctx.record(f"{kind.lower()}/{name}", None)
+        retired = [r for gateway, releases in RELEASES.items() if gateway != ctx.config.gateway
+                   for r in reversed(releases)]
+        uninstall_releases(ctx, helm, retired)
+        for release in retired:
+            ctx.record(f"release/{release}", None)
+
+
+def _key(obj: dict) -> tuple:
+    return obj["apiVersion"], obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace")
+
+
+def every_object() -> list[tuple]:
+    """Every object this step may have made in any mode: (apiVersion, kind, name, namespace)."""
+    bindings = [("elbv2.k8s.aws/v1beta1", "TargetGroupBinding", binding_name(port), namespace)
+                for namespace, _, _ in TARGETS.values() for port in SERVICE_PORTS]
+    return bindings + [
+        ("gateway.networking.k8s.io/v1", "Gateway", GATEWAY_NAME, NAMESPACE),
+        ("networking.istio.io/v1", "Gateway", GATEWAY_NAME, "istio-system"),
+        ("gateway.networking.k8s.io/v1", "GatewayClass", "eg", None),
+        ("gateway.envoyproxy.io/v1alpha1", "EnvoyProxy", "langsmith-proxy", TARGETS["envoy"][0]),
+        ("cert-manager.io/v1", "Certificate", TLS_SECRET, NAMESPACE),
+        ("cert-manager.io/v1", "Certificate", TLS_SECRET, "istio-system"),
+        ("cert-manager.io/v1", "ClusterIssuer", LETSENCRYPT_ISSUER, None)]
+
+
+def bind(ctx, kube, binding: dict) -> None:
+    """Apply a TargetGroupBinding. The load balancer controller's webhook refuses to change
+    a binding's target group ("TargetGroupBinding update may not change these fields:
+    spec.targetGroupARN", aws-load-balancer-controller webhooks/elbv2
+    targetgroupbinding_validator.go), so a binding to a replaced group is made anew."""
+    meta = binding["metadata"]
+    current = kube.get(binding["apiVersion"], binding["kind"], meta["name"], meta["namespace"])
+    if current is not None and current["spec"].get("targetGroupARN") != binding["spec"]["targetGroupARN"]:
+        ctx.progress(f"TargetGroupBinding {meta['name']} moves to a new target group: made anew")
+        kube.delete(binding["apiVersion"], binding["kind"], meta["name"], meta["namespace"])
+        wait_until(lambda: kube.get(binding["apiVersion"], binding["kind"], meta["name"], meta["namespace"]) is None,
+                   what=f"TargetGroupBinding {meta['name']} to be deleted", expected_seconds=10,
+                   timeout_seconds=300, progress=ctx.progress)
+    kube.apply(binding)

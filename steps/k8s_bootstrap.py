@@ -46,6 +46,13 @@ def _service_account(name: str, role_arn: str | None) -> dict:
     return {"create": True, "name": name, "annotations": {IRSA_ANNOTATION: role_arn} if role_arn else {}}
 
 
+def autoscaler_tag(kubernetes_version: str) -> str:
+    """Cluster Autoscaler is released per Kubernetes minor version and meant to run with that
+    control plane version (kubernetes/autoscaler README, "Releases"); the chart's default
+    image follows the newest. So an upgrade of the cluster upgrades this release too."""
+    return f"v{kubernetes_version}.0"
+
+
 def release_values(ctx) -> dict[str, dict]:
     """The values each bootstrap release is installed with; IRSA roles from the eks step."""
     cfg, eks, vpc = ctx.config, ctx.upstream("eks"), ctx.upstream("vpc")
@@ -54,6 +61,8 @@ def release_values(ctx) -> dict[str, dict]:
         FIRST_RELEASE: {"clusterName": eks["cluster_name"], "region": cfg["region"], "vpcId": vpc["vpc_id"],
                         "serviceAccount": _service_account(FIRST_RELEASE, roles["load-balancer-controller"])},
         "cluster-autoscaler": {"autoDiscovery": {"clusterName": eks["cluster_name"]}, "awsRegion": cfg["region"],
+                               "image": {"tag": autoscaler_tag(eks.get("kubernetes_version")
+                                                               or cfg["eks_cluster_version"])},
                                "rbac": {"serviceAccount": _service_account("cluster-autoscaler",
                                                                            roles["cluster-autoscaler"])}},
         "metrics-server": {"args": ["--kubelet-preferred-address-types=InternalIP"]},

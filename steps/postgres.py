@@ -15,7 +15,8 @@ from botocore.exceptions import ClientError
 from provisioner.config import GP3_MIN_GIB
 from provisioner.errors import StepError
 from provisioner.aws import if_exists
-from provisioner.reaping import delete_with_retry, still_protected
+from provisioner.reaping import delete_with_retry
+from provisioner.retry import Answer
 from provisioner.waiting import wait_until
 
 from ._network import delete_security_group, ensure_security_group, security_group_findings
@@ -25,6 +26,10 @@ PORT = 5432
 USERNAME = "langsmith"
 DATABASE = "postgres"
 EXPECTED_CREATE_SECONDS = 480
+# DeleteDBInstance before the deletion-protection change landed: InvalidParameterCombination
+# "Cannot delete protected DB Instance, please disable deletion protection and try again."
+# (terraform-provider-aws internal/service/rds/instance.go re-issues the modify on it).
+DELETION_PROTECTION_ON = Answer("InvalidParameterCombination", ("deletion pro",))
 FAILED_STATES = {"failed", "incompatible-parameters", "incompatible-network", "incompatible-restore",
                  "inaccessible-encryption-credentials", "storage-full", "restore-error"}
 
@@ -52,6 +57,7 @@ def desired_settings(config) -> dict:
 class Postgres(Step):
     name = "postgres"
     requires = ("vpc", "secrets")
+    data_loss = "the RDS instance and its databases (a final snapshot is kept unless postgres_skip_final_snapshot)"
 
     @staticmethod
     def enabled(config) -> bool:
@@ -172,7 +178,7 @@ class Postgres(Step):
                 try:
                     rds.delete_db_instance(DBInstanceIdentifier=db_id, **final)
                 except ClientError as exc:
-                    if still_protected(exc):  # the modify has not landed yet: ask again, then retry
+                    if DELETION_PROTECTION_ON.matches(exc):  # the modify has not landed: ask again, retry
                         unprotect()
                     raise
             if instance.get("DeletionProtection"):  # refused while backing up or modifying: retried

@@ -31,6 +31,7 @@ def describe_group(elasticache, replication_group_id: str) -> dict | None:
 class Redis(Step):
     name = "redis"
     requires = ("vpc", "secrets")
+    data_loss = "the ElastiCache replication group and the queued traces it holds"
 
     @staticmethod
     def enabled(config) -> bool:

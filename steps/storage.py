@@ -15,7 +15,7 @@ from provisioner.reaping import delete_endpoints_by_id
 
 from . import _policies as policies
 from ._buckets import (ENCRYPTION_RULE, PUBLIC_ACCESS_BLOCK, bucket_exists, derived_name, empty_and_delete,
-                       ensure_private_bucket, read_setting)
+                       ensure_bucket_policy, ensure_private_bucket, read_setting)
 from ._iam import delete_role, ensure_role, irsa_trust
 from .base import Finding, Step, register
 
@@ -64,6 +64,7 @@ def bucket_policy(bucket: str, endpoint_ids: list[str], langsmith_role: str) -> 
 class Storage(Step):
     name = "storage"
     requires = ("vpc", "eks")  # the bucket policy names the LangSmith IRSA role, trusted by the cluster's OIDC
+    data_loss = "the traces bucket and every trace payload in it"
 
     def create(self, ctx) -> dict:
         s3, ec2, vpc = ctx.client("s3"), ctx.client("ec2"), ctx.upstream("vpc")
@@ -77,9 +78,7 @@ class Storage(Step):
         endpoint_ids = self._ensure_endpoints(ctx, vpc)
         role = ensure_role(ctx, ROLE, irsa_trust(ctx.upstream("eks"), LANGSMITH_NAMESPACE, LANGSMITH_SERVICE_ACCOUNTS),
                            [], "LangSmith pods: the traces bucket", policies.langsmith_s3(bucket))
-        policy = bucket_policy(bucket, endpoint_ids, role)
-        if settings["policy"] != policy:
-            s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+        ensure_bucket_policy(ctx, bucket, bucket_policy(bucket, endpoint_ids, role), current=settings["policy"])
         return {"bucket_name": bucket, "bucket_arn": f"arn:aws:s3:::{bucket}", "s3_vpc_endpoint_id": endpoint_ids[0],
                 "langsmith_role_arn": role}
 

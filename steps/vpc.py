@@ -140,6 +140,8 @@ class Vpc(Step):
         problems = self._check_existing(ec2, cfg)
         if problems:
             raise StepError("; ".join(problems))
+        for seen in (cfg["vpc_id"], *cfg["private_subnets"], *cfg["public_subnets"]):
+            ctx.aws.remember(seen)  # seen just now: a NotFound by id is AWS catching up (retry.py)
         vpc = ec2.describe_vpcs(VpcIds=[cfg["vpc_id"]])["Vpcs"][0]
         tables = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [cfg["vpc_id"]]}])["RouteTables"]
         subnets = ec2.describe_subnets(SubnetIds=cfg["private_subnets"])["Subnets"]

@@ -4,6 +4,7 @@ with our ALB, the one that really serves. Disassociated before the ACL is delete
 from __future__ import annotations
 
 from provisioner.aws import if_exists
+from provisioner.retry import STILL_IN_USE, WAF_ENTITY_NOT_SEEN_YET, Answer, until_accepted
 
 from .alb import find_load_balancer, load_balancer_name
 from .base import Finding, Step, register
@@ -48,19 +49,25 @@ class Waf(Step):
         wafv2, cfg = ctx.client("wafv2"), ctx.config
         name = acl_name(cfg)
         found = find_acl(wafv2, name)
-        if found is None:
-            found = wafv2.create_web_acl(Name=name, Scope="REGIONAL", DefaultAction={"Allow": {}}, Rules=rules(cfg),
-                                         VisibilityConfig=_visibility(name), Tags=ctx.tags.as_list("waf"),
-                                         Description=f"LangSmith {cfg.deployment}")["Summary"]
+        if found is None:  # managed rule groups can be briefly unavailable (TF wafv2/web_acl.go retries 5 min)
+            found = until_accepted(lambda: wafv2.create_web_acl(
+                Name=name, Scope="REGIONAL", DefaultAction={"Allow": {}}, Rules=rules(cfg),
+                VisibilityConfig=_visibility(name), Tags=ctx.tags.as_list("waf"),
+                Description=f"LangSmith {cfg.deployment}"), not_yet=WAF_ENTITY_NOT_SEEN_YET[:1],
+                what=f"create web ACL {name}", propagation="waf", progress=ctx.progress)["Summary"]
         ctx.record("web_acl", found["ARN"])
         current = wafv2.get_web_acl(Name=name, Scope="REGIONAL", Id=found["Id"])
         if [r["Name"] for r in current["WebACL"]["Rules"]] != [r["Name"] for r in rules(cfg)]:
             wafv2.update_web_acl(Name=name, Scope="REGIONAL", Id=found["Id"], DefaultAction={"Allow": {}},
                                  Rules=rules(cfg), VisibilityConfig=_visibility(name), LockToken=current["LockToken"])
         lb_arn = ctx.upstream("alb")["load_balancer_arn"]
+        # WAF may not see a new ALB yet: WAFNonexistentItemException reads as "not associated",
+        # and the association is retried while WAF cannot see it (TF web_acl_association.go).
         associated = if_exists(wafv2.get_web_acl_for_resource, ResourceArn=lb_arn)
         if (associated or {}).get("WebACL", {}).get("ARN") != found["ARN"]:
-            wafv2.associate_web_acl(WebACLArn=found["ARN"], ResourceArn=lb_arn)
+            until_accepted(lambda: wafv2.associate_web_acl(WebACLArn=found["ARN"], ResourceArn=lb_arn),
+                           not_yet=WAF_ENTITY_NOT_SEEN_YET, what=f"associate web ACL {name}", propagation="waf",
+                           progress=ctx.progress)
         return {"web_acl_arn": found["ARN"], "associated_with": lb_arn,
                 "rule_groups": [group for group, _, _ in MANAGED_RULE_GROUPS]}
 
@@ -83,7 +90,13 @@ class Waf(Step):
             if_exists(wafv2.disassociate_web_acl, ResourceArn=lb["LoadBalancerArn"])
         found = find_acl(wafv2, acl_name(cfg))
         if found is not None:
-            wafv2.delete_web_acl(Name=found["Name"], Scope="REGIONAL", Id=found["Id"], LockToken=found["LockToken"])
+            def delete():  # a fresh LockToken each try: a stale one is WAFOptimisticLockException
+                token = wafv2.get_web_acl(Name=found["Name"], Scope="REGIONAL", Id=found["Id"])["LockToken"]
+                wafv2.delete_web_acl(Name=found["Name"], Scope="REGIONAL", Id=found["Id"], LockToken=token)
+            # Right after disassociation WAF still sees the ACL in use (TF wafv2/web_acl.go retries 5 min).
+            until_accepted(delete, not_yet=STILL_IN_USE + (Answer("WAFOptimisticLockException"),)
+                           + WAF_ENTITY_NOT_SEEN_YET[:1], what=f"delete web ACL {found['Name']}", propagation="waf",
+                           progress=ctx.progress, absent_is_done=True)
         ctx.record("web_acl", None)
 
 

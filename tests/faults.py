@@ -84,7 +84,7 @@ class SharedClients:
             client = self.cache[service] = self.session.client(service, region_name=aws.region,
                                                               config=aws_module.RETRY_CONFIG)
         events = client.meta.events
-        for event, handler in [("before-call", aws._count), *self.handlers.items()]:
+        for event, handler in [("before-call", aws._count), ("needs-retry", aws.not_yet), *self.handlers.items()]:
             key = f"test-{event}-{getattr(handler, '__name__', 'h')}"
             events.unregister(event, unique_id=key)
             events.register(event, handler, unique_id=key)

@@ -30,20 +30,54 @@ PERMUTATIONS = {  # id -> config; the spec's ingress table x its TLS table, allo
     "istio-letsencrypt": {"enable_istio_gateway": True, "tls_certificate_source": "letsencrypt",
                           "langsmith_domain": DOMAIN, "letsencrypt_email": "ops@example.com"},
 }
-SERVING = {"alb": ("langsmith", "langsmith-frontend", 8080), "nginx": ("ingress-nginx", "ingress-nginx-controller", 80),
-           "envoy": ("envoy-gateway-system", "envoy-langsmith-gateway", 10080),
-           "istio": ("istio-system", "istio-ingressgateway", 80)}
+# gateway -> namespace, Service, {Service port: pod port}: Envoy Gateway shifts privileged
+# ports by 10000 (envoyproxy/gateway servicePortToContainerPort); Istio's gateway chart
+# serves 80 and 443 as they are.
+SERVING = {"alb": ("langsmith", "langsmith-frontend", {80: 8080}),
+           "nginx": ("ingress-nginx", "ingress-nginx-controller", {80: 80}),
+           "envoy": ("envoy-gateway-system", "envoy-langsmith-gateway", {80: 10080, 443: 10443}),
+           "istio": ("istio-system", "istio-ingressgateway", {80: 80, 443: 443})}
 
 
 def client(service):
     return boto3.client(service, region_name=REGION)
 
 
-def our_load_balancer():
+def our_load_balancer(kind: str = "alb"):
     elbv2 = client("elbv2")
-    [lb] = elbv2.describe_load_balancers(Names=[f"{DEPLOYMENT}-alb"])["LoadBalancers"]
+    [lb] = elbv2.describe_load_balancers(Names=[f"{DEPLOYMENT}-{kind}"])["LoadBalancers"]
     listeners = {l["Port"]: l for l in elbv2.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]}
     return lb, listeners
+
+
+def assert_clients_reach_the_serving_pods(permutation, kube_server):
+    """Follow a client of the published URL: the listener on its port, the target group it
+    forwards to, the binding that fills that group from a Service port, and the pod port
+    the group targets. TLS is terminated exactly once: by the ALB with ACM, or by the
+    gateway behind a TCP Network Load Balancer with Let's Encrypt."""
+    gateway, tls = permutation.split("-")
+    namespace, service, pod_ports = SERVING[gateway]
+    lb, listeners = our_load_balancer("nlb" if tls == "letsencrypt" else "alb")
+    elbv2 = client("elbv2")
+    groups = {g["TargetGroupArn"]: g for g in elbv2.describe_target_groups(
+        LoadBalancerArn=lb["LoadBalancerArn"])["TargetGroups"]}
+    bindings = {b["spec"]["targetGroupARN"]: b for b in kube_server.cluster.items("elbv2.k8s.aws", "targetgroupbindings")}
+    client_port = 80 if tls == "none" else 443
+    action = listeners[client_port]["DefaultActions"][0]
+    assert action["Type"] == "forward"
+    group, binding = groups[action["TargetGroupArn"]], bindings[action["TargetGroupArn"]]
+    assert group["TargetType"] == "ip" and binding["metadata"]["namespace"] == namespace
+    assert binding["spec"]["serviceRef"]["name"] == service
+    service_port = binding["spec"]["serviceRef"]["port"]
+    assert group["Port"] == pod_ports[service_port]
+    if tls == "letsencrypt":
+        assert lb["Type"] == "network" and {l["Protocol"] for l in listeners.values()} == {"TCP"}
+        assert service_port == 443  # TLS goes through untouched to the gateway's HTTPS listener
+        http = listeners[80]["DefaultActions"][0]["TargetGroupArn"]
+        assert bindings[http]["spec"]["serviceRef"]["port"] == 80 and groups[http]["Port"] == pod_ports[80]
+    else:
+        assert lb["Type"] == "application" and service_port == 80
+        assert listeners[client_port]["Protocol"] == ("HTTPS" if tls == "acm" else "HTTP")
 
 
 @pytest.mark.parametrize("permutation", PERMUTATIONS)
@@ -55,22 +89,16 @@ def test_permutation_applies_reapplies_without_change_and_destroys_clean(permuta
     result = run_cli("apply", config, "--yes")
     assert result.code == 0, result
 
-    lb, listeners = our_load_balancer()
-    assert lb["Scheme"] == "internet-facing" and lb["Type"] == "application"
-    elbv2 = client("elbv2")
-    [group] = elbv2.describe_target_groups(LoadBalancerArn=lb["LoadBalancerArn"])["TargetGroups"]
-    namespace, service, port = SERVING[gateway]
-    assert group["TargetType"] == "ip" and group["Port"] == port
-    binding = kube_server.cluster.find("elbv2.k8s.aws", "targetgroupbindings", namespace, "langsmith-tgb")
-    assert binding["spec"]["targetGroupARN"] == group["TargetGroupArn"]
-    assert binding["spec"]["serviceRef"]["name"] == service
+    assert_clients_reach_the_serving_pods(permutation, kube_server)
     if tls == "acm":
+        lb, listeners = our_load_balancer()
         assert listeners[443]["Protocol"] == "HTTPS" and listeners[443]["SslPolicy"].startswith("ELBSecurityPolicy-TLS13")
         assert listeners[80]["DefaultActions"][0]["Type"] == "redirect"
         certificate = listeners[443]["Certificates"][0]["CertificateArn"]
         assert client("acm").describe_certificate(CertificateArn=certificate)["Certificate"]["DomainName"] == DOMAIN
-    else:
-        assert set(listeners) == {80} and listeners[80]["DefaultActions"][0]["TargetGroupArn"] == group["TargetGroupArn"]
+    elif tls == "none":
+        lb, listeners = our_load_balancer()
+        assert set(listeners) == {80}
     if tls == "letsencrypt":
         issuer = kube_server.cluster.find("cert-manager.io", "clusterissuers", "", "letsencrypt-prod")
         zone = client("route53").list_hosted_zones_by_name(DNSName=DOMAIN)["HostedZones"][0]["Id"].split("/")[-1]

@@ -28,6 +28,7 @@ Small, honest test doubles fill what moto 5.2.5 lacks:
   own, for life (snapshots carry it); here too.
 - EKS in moto makes no control-plane log group. AWS makes /aws/eks/<cluster>/cluster when
   logging is on and keeps it after the cluster is deleted; here too.
+- EKS version updates (cluster, node group, add-on): see eks_versions.
 - Network Firewall rule groups, policies, endpoints and deletes: see simulated_firewall.
 - Route 53 CallerReferences stay taken after their zone is deleted: see simulated_route53.
 """
@@ -49,10 +50,14 @@ from moto.iam import models as iam_models
 from moto.iam.aws_managed_policies import aws_managed_policies_data
 from moto.rds.models import DBInstance
 from moto.s3.models import S3Backend
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from moto.server import ThreadedMotoServer
+from werkzeug.serving import make_server
 
+from . import eks_versions
 from . import firewall as simulated_firewall
 from . import route53 as simulated_route53
+from .realistic import RealisticAws
 
 
 class CacheSubnetGroupInUse(ServiceException):
@@ -138,12 +143,14 @@ def _create_addon(self):
     arn = f"arn:aws:eks:{self.region}:{self.current_account}:addon/{cluster}/{name}/simulated"
     _addons(self)[(cluster, name)] = {
         "addonName": name, "clusterName": cluster, "status": "ACTIVE", "addonArn": arn,
-        "addonVersion": self._get_param("addonVersion") or "v1.0.0-eksbuild.1",
+        "addonVersion": self._get_param("addonVersion") or eks_versions.default_addon_version(
+            name, self.eks_backend.clusters[cluster].version),
         "serviceAccountRoleArn": self._get_param("serviceAccountRoleArn"), "tags": self._get_param("tags") or {}}
     return json.dumps({"addon": _addons(self)[(cluster, name)]})
 
 
 def _describe_addon(self):
+    eks_versions.settle(self.eks_backend)
     cluster, name = _addon_path(self)
     _known_cluster(self, cluster)
     if (cluster, name) not in _addons(self):
@@ -343,6 +350,7 @@ def install() -> None:
     models.ElastiCacheBackend.delete_cache_subnet_group = _delete_cache_subnet_group
     responses.ElastiCacheResponse.delete_cache_subnet_group = _delete_cache_subnet_group_response
     models.ElastiCacheBackend.describe_replication_groups = _describe_replication_groups
+    eks_versions.install()
 
 
 # Realistic times to create (seconds), as AWS takes them; simulate_latency scales them.
@@ -358,22 +366,34 @@ _LATENCY_TARGETS = {  # model class, status attribute, in-progress value, ready 
 }
 
 
+_latency = {"scale": 0.0, "installed": False}
+
+
 def simulate_latency(scale: float) -> None:
     """Long-running resources report their in-progress status for scale x the realistic
-    duration after they are created, then their ready status; other states pass through."""
+    duration after they are created, then their ready status; other states pass through
+    (AWS: a NAT gateway is 'pending', an EKS cluster 'CREATING', RDS and ElastiCache
+    'creating', an ALB 'provisioning' for minutes; moto makes them ready at once).
+    scale 0 turns it off again (for resources created from then on)."""
     simulated_firewall.READY_AFTER_SECONDS = CREATE_SECONDS["network_firewall"] * scale
+    eks_versions.LATENCY_SCALE = scale
+    _latency["scale"] = scale
+    if _latency["installed"]:
+        return
+    _latency["installed"] = True
     for kind, (cls, attribute, busy, ready) in _LATENCY_TARGETS.items():
-        seconds = CREATE_SECONDS[kind] * scale
         stored, born = f"_simulated_{attribute}", "_simulated_born"
 
-        def get(self, stored=stored, born=born, busy=busy, ready=ready, seconds=seconds):
+        def get(self, stored=stored, born=born, busy=busy, ready=ready, kind=kind):
             value = self.__dict__.get(stored)
+            seconds = CREATE_SECONDS[kind] * self.__dict__.get("_simulated_scale", 0.0)
             if value == ready and time.monotonic() - self.__dict__.get(born, 0) < seconds:
                 return busy
             return value
 
         def set_(self, value, stored=stored, born=born):
             self.__dict__.setdefault(born, time.monotonic())
+            self.__dict__.setdefault("_simulated_scale", _latency["scale"])
             self.__dict__[stored] = value
 
         setattr(cls, attribute, property(get, set_))
@@ -422,10 +442,21 @@ def start_cluster(aws_endpoint: str, region: str = "us-east-1"):
     return FakeKubeServer(ssm_resolver(aws_endpoint, region), target_registrar(aws_endpoint, region)).start()
 
 
+class _Server(ThreadedMotoServer):
+    """moto's threaded server, its application behind the realistic-AWS layer (off until
+    realistic.configure() turns it on)."""
+
+    def _server_entry(self) -> None:
+        app = RealisticAws(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+
 def start_server() -> tuple[ThreadedMotoServer, str]:
     """A moto server on a free loopback port, with the gaps above filled."""
     install()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = _Server(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     return server, f"http://{host}:{port}"

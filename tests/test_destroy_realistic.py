@@ -1,0 +1,4 @@
+"""tests/test_destroy.py again, with the simulator answering as AWS does (tests/realistic.py)."""
+
+from tests.realistic import realistic_aws  # noqa: F401 (autouse fixture)
+from tests.test_destroy import *  # noqa: F401,F403 (the same tests)
