@@ -46,6 +46,7 @@ def error_code(exc: BaseException) -> str:
 def not_found(exc: BaseException) -> bool:
     """AWS says the thing does not exist (for something just made, see provisioner/retry.py)."""
     code = error_code(exc)
+    # Route 53 and WAFv2 name their absent-resource errors differently (botocore route53 and wafv2 models).
     return "NotFound" in code or code in ("NoSuchEntity", "NoSuchBucket", "NoSuchKey", "ParameterNotFound", "404",
                                           "NoSuchHostedZone", "WAFNonexistentItemException")
 

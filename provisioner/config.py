@@ -105,6 +105,14 @@ SECTION_KEYS = {
 CHART_KEYS = ("repo", "chart", "version")
 
 NAME_PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
+# Every name is {name_prefix}-{environment}-...; what AWS refuses in such names (botocore
+# model docs): RDS instance and snapshot ids, ElastiCache replication group ids and CloudTrail
+# names "can't end with a hyphen or contain two consecutive hyphens" (a prefix ending in `-`
+# gives `--`); security group names "can't start with sg-"; ALB names "must not begin with
+# internal-"; S3 bucket names must not start with xn--, sthree- or amzn-s3-demo- (S3 user
+# guide, "General purpose bucket naming rules").
+RESERVED_NAME_STARTS = {"sg-": "security group", "internal-": "load balancer", "xn--": "S3 bucket",
+                        "sthree-": "S3 bucket", "amzn-s3-demo-": "S3 bucket"}
 ENVIRONMENT_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 ACM_ARN_RE = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[a-zA-Z0-9-]+$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -112,9 +120,18 @@ DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a
 REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]$")
 
 
+# RDS refuses General Purpose SSD volumes under 20 GiB ("Invalid storage size"), so the
+# spec's 10 GB default is raised to that floor rather than failing the apply.
+GP3_MIN_GIB = 20
+
 # The VPC is carved into 32 equal blocks (/21 in a /16): private subnets take blocks 0-2,
 # public subnets 5-7, the firewall subnet block 8, as in the reference.
 PRIVATE_BLOCKS, PUBLIC_BLOCKS, FIREWALL_BLOCK = slice(0, 3), slice(5, 8), 8
+
+
+def partition_of(region: str) -> str:
+    """The ARN partition a region belongs to: aws-cn (China), aws-us-gov (GovCloud) or aws."""
+    return "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
 
 
 def network_blocks(cidr: str) -> list[str]:
@@ -202,6 +219,8 @@ def _check_values(cfg: Config) -> list[str]:
         problems.append("name_prefix: required; set e.g. `name_prefix: langsmith` (1-15 lowercase letters, digits, hyphens)")
     elif not NAME_PREFIX_RE.match(prefix):
         problems.append(f"name_prefix: {prefix!r} must be 1-15 characters of lowercase letters, digits and hyphens, starting with a letter")
+    else:
+        problems += _check_name_prefix(prefix, f"{prefix}-{cfg['environment']}")
     if not ENVIRONMENT_RE.match(cfg["environment"]):
         problems.append(f"environment: {cfg['environment']!r} must be 1-10 lowercase letters or digits, starting with a letter (e.g. dev, prod)")
     if not cfg["region"]:
@@ -225,8 +244,14 @@ def _check_values(cfg: Config) -> list[str]:
                            ("s3_ttl_long_days", 1, 36500), ("node_min_size", 1, 450), ("node_max_size", 1, 450)):
         if not low <= cfg[key] <= high:
             problems.append(f"{key}: {cfg[key]} is out of range; use a number from {low} to {high}")
-    if cfg["postgres_max_allocated_storage"] < cfg["postgres_allocated_storage"]:
-        problems.append("postgres_max_allocated_storage: must be at least postgres_allocated_storage")
+    # RDS: InvalidParameterCombination "The maximum allocated storage must be increased by at
+    # least 10 percent" over the allocated storage (raised to the gp3 floor first).
+    storage = max(cfg["postgres_allocated_storage"], GP3_MIN_GIB)
+    least = (storage * 11 + 9) // 10  # 110%, rounded up, in whole GiB
+    if cfg["postgres_source"] == "external" and cfg["postgres_max_allocated_storage"] < least:
+        problems.append(f"postgres_max_allocated_storage: {cfg['postgres_max_allocated_storage']} must be at least "
+                        f"{least} (RDS wants it 10% above the {storage} GiB allocated; gp3 "
+                        "storage starts at 20); raise it")
     if cfg["node_min_size"] > cfg["node_max_size"]:
         problems.append(f"node_min_size: {cfg['node_min_size']} is above node_max_size {cfg['node_max_size']}; lower it or raise node_max_size")
     if not re.match(r"^[0-9]+\.[0-9]+$", cfg["eks_cluster_version"]):
@@ -257,6 +282,17 @@ def _check_values(cfg: Config) -> list[str]:
         if not all(isinstance(item, str) and item for item in cfg[key]):
             problems.append(f"{key}: must be a list of non-empty strings")
     return problems
+
+
+def _check_name_prefix(prefix: str, deployment: str) -> list[str]:
+    if "--" in prefix or prefix.endswith("-"):
+        return [f"name_prefix: {prefix!r} ends with a hyphen or holds two in a row, which RDS, ElastiCache and "
+                f"CloudTrail refuse in {deployment}-...; use e.g. {re.sub('-+', '-', prefix).strip('-')!r}"]
+    reserved = next((start for start in RESERVED_NAME_STARTS if deployment.startswith(start)), None)
+    if reserved:
+        return [f"name_prefix: {prefix!r} makes names start with {reserved!r}, which AWS reserves "
+                f"({RESERVED_NAME_STARTS[reserved]} names); choose another prefix"]
+    return []
 
 
 def _check_firewall_subnet(cidr: str, vpc) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 
 from .aws import Aws
 from .config import Config
@@ -40,11 +41,31 @@ class StepContext:
             self.aws.forget(before)
         if physical_id and before != physical_id:
             self.events.emit("resource", self.step, f"{key}: {physical_id}", key=key, id=physical_id)
+        if physical_id:
+            self._forget_token(key)
+
+    def client_token(self, key: str) -> str:
+        """The idempotency token for creating `key`: random, and written to the state before
+        the create call is sent. A create re-sent after a crash reuses it (AWS answers with
+        what the first call made); once the create is confirmed (its ID recorded) it is
+        dropped, so a create after a destroy never gets back the deleted resource (ACM keeps
+        a token an hour, EC2 and Route 53 longer)."""
+        tokens = self.state.step(self.step).get("client_tokens", {})
+        if key not in tokens:
+            tokens[key] = uuid.uuid4().hex
+            self.state.update_step(self.step, client_tokens=tokens)
+        return tokens[key]
+
+    def _forget_token(self, key: str) -> None:
+        tokens = self.state.step(self.step).get("client_tokens", {})
+        if tokens.pop(key, None) is not None:
+            self.state.update_step(self.step, client_tokens=tokens)
 
     def forget_all(self) -> None:
         """After a destroy: the step owns nothing any more."""
         for key in list(self.state.step(self.step).get("physical_ids", {})):
             self.record(key, None)
+        self.state.update_step(self.step, client_tokens={})
 
     def ensure(self, key: str, find, create) -> str:
         """Adopt what already exists (found by name or ownership tags), else create it;

@@ -92,6 +92,7 @@ class Orchestrator:
         fields = {"status": final_status, "outputs": outputs, "finished_at": now()}
         if final_status == "destroyed":
             fields["physical_ids"] = {}
+            fields["client_tokens"] = {}  # a token outliving its resource would bring the deleted one back
         self.state.update_step(name, **fields)
         seconds = time.monotonic() - started
         verb = final_status if changes or cluster_changes else "unchanged"

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from botocore.exceptions import BotoCoreError, ClientError
 
 import steps
+from steps import bastion
+from steps.eks import describe_cluster
+from steps.vpc import usable_zones
 
 from .aws import Aws
 from .config import Config
@@ -40,6 +43,9 @@ class Quota:
 VPC_QUOTA = Quota("vpc", "L-F678F1CE", "VPCs per Region")
 EIP_QUOTA = Quota("ec2", "L-0263D0A3", "EC2-VPC Elastic IPs")
 NAT_QUOTA = Quota("vpc", "L-FE5A380F", "NAT gateways per Availability Zone")
+VCPU_QUOTA = Quota("ec2", "L-1216C47A", "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances (vCPUs)")
+# Families under their own quotas although their letter is A, C, D, H, I, M, R, T or Z.
+OTHER_VCPU_QUOTAS = ("inf", "trn", "mac", "hpc", "dl")
 
 
 def run(config: Config, aws: Aws, state: StateStore) -> list[Check]:
@@ -49,6 +55,8 @@ def run(config: Config, aws: Aws, state: StateStore) -> list[Check]:
     checks = [identity, _zones(config, aws)]
     if config["create_vpc"] and not _our_vpc_exists(config, aws):
         checks += _quotas(aws)
+    if describe_cluster(aws.client("eks"), config.cluster_name) is None:
+        checks.append(_vcpu_quota(config, aws))
     checks += _leftovers(config, aws, state)
     if config["acm_certificate_arn"]:
         checks.append(_certificate(config, aws))
@@ -66,14 +74,12 @@ def _identity(aws: Aws) -> Check:
 
 
 def _zones(config: Config, aws: Aws) -> Check:
-    zones = aws.client("ec2").describe_availability_zones(Filters=[
-        {"Name": "opt-in-status", "Values": ["opt-in-not-required"]},
-        {"Name": "state", "Values": ["available"]}])["AvailabilityZones"]
-    names = sorted(z["ZoneName"] for z in zones)
+    names, refused = usable_zones(aws.client("ec2"))
+    skipped = f" (skipped, EKS refuses them: {', '.join(refused)})" if refused else ""
     if len(names) < 2:
-        return Check("availability zones", FAIL, f"{len(names)} usable zone(s) in {config['region']}",
+        return Check("availability zones", FAIL, f"{len(names)} usable zone(s) in {config['region']}{skipped}",
                      "EKS, RDS and ElastiCache need two; choose another region")
-    return Check("availability zones", PASS, ", ".join(names))
+    return Check("availability zones", PASS, ", ".join(names) + skipped)
 
 
 def _our_vpc_exists(config: Config, aws: Aws) -> bool:
@@ -111,6 +117,36 @@ def _quotas(aws: Aws) -> list[Check]:
         else:
             checks.append(Check(name, PASS, f"{used} of {limit:.0f} in use, apply needs 1"))
     return checks
+
+
+def _standard(instance_type: str) -> bool:
+    return instance_type[0] in "acdhimrtz" and not instance_type.startswith(OTHER_VCPU_QUOTAS)
+
+
+def _vcpu_quota(config: Config, aws: Aws) -> Check:
+    """The node group's first nodes (and the bastion) against the On-Demand vCPU quota: over
+    it, the node group goes CREATE_FAILED (AsgInstanceLaunchFailures) a quarter of an hour in."""
+    ec2, node_type = aws.client("ec2"), config["node_instance_type"]
+    name = f"quota {VCPU_QUOTA.title}"
+    if not _standard(node_type):
+        return Check(name, PASS, f"{node_type} counts against another quota; not checked")
+    pages = ec2.get_paginator("describe_instances").paginate(
+        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])
+    running = [instance["InstanceType"] for page in pages for reservation in page["Reservations"]
+               for instance in reservation["Instances"] if _standard(instance["InstanceType"])]
+    wanted = [node_type] * config["node_min_size"] + ([bastion.INSTANCE_TYPE] if config["create_bastion"] else [])
+    vcpus = {t["InstanceType"]: t["VCpuInfo"]["DefaultVCpus"]
+             for t in ec2.describe_instance_types(InstanceTypes=sorted(set(running + wanted)))["InstanceTypes"]}
+    used, needed = sum(vcpus[t] for t in running), sum(vcpus[t] for t in wanted)
+    limit = _quota_value(aws, VCPU_QUOTA)
+    if limit is None:
+        return Check(name, PASS, f"{used} in use, apply needs {needed}; the limit is not reported for this account")
+    if used + needed > limit:
+        return Check(name, FAIL, f"{used} of {limit:.0f} vCPUs in use and apply needs {needed} "
+                     f"({config['node_min_size']} x {node_type})",
+                     f"request an increase (Service Quotas {VCPU_QUOTA.service} {VCPU_QUOTA.code}), or lower "
+                     "node_min_size or node_instance_type")
+    return Check(name, PASS, f"{used} of {limit:.0f} vCPUs in use, apply needs {needed}")
 
 
 def _leftovers(config: Config, aws: Aws, state: StateStore) -> list[Check]:

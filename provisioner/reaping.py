@@ -4,6 +4,7 @@ way, and the VPC leftovers (endpoints, detached network interfaces) that hold su
 from __future__ import annotations
 
 from .aws import if_exists
+from .errors import StepError
 from .retry import delete_with_retry
 from .waiting import wait_until
 
@@ -20,7 +21,12 @@ def delete_endpoints(ec2, vpc_id: str, progress) -> None:
 def delete_endpoints_by_id(ec2, endpoint_ids: list[str], progress) -> None:
     """Delete and wait for 'deleted' (not 'deleting': the ENIs linger until then)."""
     if endpoint_ids:
-        ec2.delete_vpc_endpoints(VpcEndpointIds=endpoint_ids)
+        # DeleteVpcEndpoints answers per endpoint in Unsuccessful instead of raising.
+        refused = [f"{item['ResourceId']}: {item['Error'].get('Code')} {item['Error'].get('Message')}"
+                   for item in ec2.delete_vpc_endpoints(VpcEndpointIds=endpoint_ids).get("Unsuccessful", [])
+                   if "NotFound" not in item.get("Error", {}).get("Code", "")]
+        if refused:
+            raise StepError(f"AWS refused to delete VPC endpoints: {'; '.join(refused)}")
     for endpoint_id in endpoint_ids:
         wait_until(lambda e=endpoint_id: _endpoint_gone(ec2, e), what=f"VPC endpoint {endpoint_id} to be deleted",
                    expected_seconds=30, timeout_seconds=600, progress=progress)

@@ -6,8 +6,6 @@ everything when the state file is gone.
 
 from __future__ import annotations
 
-import hashlib
-
 DEPLOYMENT_TAG = "provisioner:deployment"
 STEP_TAG = "provisioner:step"
 
@@ -42,8 +40,3 @@ class Tagger:
 def tag_dict(tag_list: list[dict] | None) -> dict:
     return {tag["Key"]: tag["Value"] for tag in tag_list or []}
 
-
-def idempotency_token(*parts: str) -> str:
-    """A client token derived from what is being made: a retried create is idempotent in AWS,
-    and a re-create after a destroy (new inputs) is not mistaken for the old one."""
-    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:32]

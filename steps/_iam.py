@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from provisioner.aws import if_exists
+from provisioner.reaping import delete_with_retry
 from provisioner.tags import DEPLOYMENT_TAG, tag_dict
 
 INLINE_POLICY = "provisioner"
@@ -59,7 +60,7 @@ def delete_role(ctx, resource: str) -> None:
         iam.detach_role_policy(RoleName=name, PolicyArn=policy["PolicyArn"])
     for policy_name in iam.list_role_policies(RoleName=name)["PolicyNames"]:
         iam.delete_role_policy(RoleName=name, PolicyName=policy_name)
-    iam.delete_role(RoleName=name)
+    delete_with_retry(lambda: iam.delete_role(RoleName=name), f"role {name}", lambda: "", ctx.progress)
     ctx.record(f"role/{resource}", None)
 
 

@@ -3,27 +3,36 @@ Load Balancing may write to, under alb/AWSLogs/<account>/. The alb step turns lo
 
 from __future__ import annotations
 
+from provisioner.config import partition_of
+
 from ._buckets import bucket_policy_of, derived_name, empty_and_delete, ensure_bucket_policy, ensure_private_bucket
 from .base import Finding, Step, register
 
-# Regions that predate the log-delivery service principal deliver as this ELB account.
-ELB_ACCOUNTS = {"us-east-1": "127311923021", "us-east-2": "033677994240", "us-west-1": "027434742980",
-                "us-west-2": "797873946194", "ca-central-1": "985666609251", "eu-west-1": "156460612806",
-                "eu-west-2": "652711504416", "eu-west-3": "009996457667", "eu-central-1": "054676820928",
-                "eu-north-1": "897822967062", "ap-south-1": "718504428378", "ap-northeast-1": "582318560864",
-                "ap-northeast-2": "600734575887", "ap-southeast-1": "114774131450",
-                "ap-southeast-2": "783225319266", "sa-east-1": "507241528517"}
+# Regions opened before August 2022 deliver logs as a regional ELB account, named in the
+# bucket policy; later regions use the log-delivery service principal alone. The accounts are
+# those of terraform-provider-aws internal/service/elb/service_account_data_source.go
+# (from the ELB user guide, "Enable access logs for your Application Load Balancer").
+ELB_ACCOUNTS = {"af-south-1": "098369216593", "ap-east-1": "754344448648", "ap-northeast-1": "582318560864",
+                "ap-northeast-2": "600734575887", "ap-northeast-3": "383597477331", "ap-south-1": "718504428378",
+                "ap-southeast-1": "114774131450", "ap-southeast-2": "783225319266",
+                "ap-southeast-3": "589379963580", "ca-central-1": "985666609251", "cn-north-1": "638102146993",
+                "cn-northwest-1": "037604701340", "eu-central-1": "054676820928", "eu-north-1": "897822967062",
+                "eu-south-1": "635631232127", "eu-west-1": "156460612806", "eu-west-2": "652711504416",
+                "eu-west-3": "009996457667", "me-south-1": "076674570225", "sa-east-1": "507241528517",
+                "us-east-1": "127311923021", "us-east-2": "033677994240", "us-gov-east-1": "190560391635",
+                "us-gov-west-1": "048591011584", "us-west-1": "027434742980", "us-west-2": "797873946194"}
 
 
 def bucket_policy(bucket: str, account: str, region: str) -> dict:
-    resource = f"arn:aws:s3:::{bucket}/alb/AWSLogs/{account}/*"
+    partition = partition_of(region)
+    resource = f"arn:{partition}:s3:::{bucket}/alb/AWSLogs/{account}/*"
     statements = [{"Sid": "LogDelivery", "Effect": "Allow",
                    "Principal": {"Service": "logdelivery.elasticloadbalancing.amazonaws.com"},
                    "Action": "s3:PutObject", "Resource": resource,
                    "Condition": {"StringEquals": {"aws:SourceAccount": account}}}]
     if region in ELB_ACCOUNTS:
         statements.append({"Sid": "RegionalElbAccount", "Effect": "Allow",
-                           "Principal": {"AWS": f"arn:aws:iam::{ELB_ACCOUNTS[region]}:root"},
+                           "Principal": {"AWS": f"arn:{partition}:iam::{ELB_ACCOUNTS[region]}:root"},
                            "Action": "s3:PutObject", "Resource": resource})
     return {"Version": "2012-10-17", "Statement": statements}
 

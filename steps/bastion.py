@@ -5,8 +5,8 @@ access entry for its role so kubectl works from it (the reference makes none).""
 from __future__ import annotations
 
 from provisioner.aws import if_exists
+from provisioner.reaping import delete_with_retry
 from provisioner.retry import INSTANCE_PROFILE_NOT_KNOWN_YET, until_accepted
-from provisioner.tags import idempotency_token
 from provisioner.waiting import wait_until
 
 from ._iam import delete_role, ensure_role, trust
@@ -18,6 +18,7 @@ ROLE = "bastion"
 SSM_POLICY = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+INSTANCE_TYPE = "t3.micro"
 
 
 def find_instance(ctx) -> dict | None:
@@ -62,16 +63,16 @@ class Bastion(Step):
 
     @staticmethod
     def _launch(ctx, profile: str, group: str, subnet: str, public: bool) -> str:
-        ec2, cfg = ctx.client("ec2"), ctx.config
+        ec2 = ctx.client("ec2")
         image = ctx.client("ssm").get_parameter(Name=AMI_PARAMETER)["Parameter"]["Value"]
         request = dict(
-            ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1, IamInstanceProfile={"Name": profile},
+            ImageId=image, InstanceType=INSTANCE_TYPE, MinCount=1, MaxCount=1, IamInstanceProfile={"Name": profile},
             NetworkInterfaces=[{"DeviceIndex": 0, "SubnetId": subnet, "Groups": [group],
                                 "AssociatePublicIpAddress": public}],
             MetadataOptions={"HttpTokens": "required", "HttpPutResponseHopLimit": 1, "HttpEndpoint": "enabled"},
             BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 20, "VolumeType": "gp3",
                                                                       "Encrypted": True, "DeleteOnTermination": True}}],
-            ClientToken=idempotency_token(cfg.deployment, "bastion", subnet),
+            ClientToken=ctx.client_token("instance"),
             TagSpecifications=ctx.tags.ec2_spec("instance", "bastion"))
         # A new instance profile takes a few seconds to reach EC2.
         launched = until_accepted(lambda: ec2.run_instances(**request), not_yet=INSTANCE_PROFILE_NOT_KNOWN_YET,
@@ -108,6 +109,7 @@ class Bastion(Step):
         if profile is not None:
             for attached in profile["InstanceProfile"]["Roles"]:
                 iam.remove_role_from_instance_profile(InstanceProfileName=ctx.name(ROLE), RoleName=attached["RoleName"])
-            iam.delete_instance_profile(InstanceProfileName=ctx.name(ROLE))
+            delete_with_retry(lambda: iam.delete_instance_profile(InstanceProfileName=ctx.name(ROLE)),
+                              f"instance profile {ctx.name(ROLE)}", lambda: "", ctx.progress)
         ctx.record("instance_profile", None)
         delete_role(ctx, ROLE)

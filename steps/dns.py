@@ -13,7 +13,7 @@ from __future__ import annotations
 from provisioner.aws import if_exists
 from provisioner.errors import StepError
 from provisioner.reaping import delete_with_retry
-from provisioner.tags import DEPLOYMENT_TAG, idempotency_token, tag_dict
+from provisioner.tags import DEPLOYMENT_TAG, tag_dict
 from provisioner.waiting import wait_until
 
 from .base import Finding, Step, register
@@ -28,18 +28,34 @@ def find_zone(route53, domain: str) -> str | None:
     return None
 
 
-def find_certificate(ctx, domain: str) -> str | None:
-    """Our certificate for the domain (tagged with the deployment), in any live state."""
+LIVE_CERTIFICATE = ("PENDING_VALIDATION", "ISSUED")
+# Every status ListCertificates filters on (botocore acm CertificateStatus): destroy also
+# removes certificates that failed or timed out, which a live-only listing never shows.
+ANY_CERTIFICATE = ("PENDING_VALIDATION", "ISSUED", "INACTIVE", "EXPIRED", "VALIDATION_TIMED_OUT", "REVOKED", "FAILED")
+
+
+def our_certificates(ctx, domain: str, statuses=LIVE_CERTIFICATE) -> list[str]:
+    """Our certificates for the domain (tagged with the deployment) in the given states."""
     acm = ctx.client("acm")
-    for page in acm.get_paginator("list_certificates").paginate(
-            CertificateStatuses=["PENDING_VALIDATION", "ISSUED"]):
+    found = []
+    for page in acm.get_paginator("list_certificates").paginate(CertificateStatuses=list(statuses)):
         for summary in page["CertificateSummaryList"]:
             if summary["DomainName"] != domain:
                 continue
             tags = tag_dict(acm.list_tags_for_certificate(CertificateArn=summary["CertificateArn"])["Tags"])
             if tags.get(DEPLOYMENT_TAG) == ctx.config.deployment:
-                return summary["CertificateArn"]
-    return None
+                found.append(summary["CertificateArn"])
+    return found
+
+
+def find_certificate(ctx, domain: str) -> str | None:
+    """Our live certificate for the domain, if any."""
+    return next(iter(our_certificates(ctx, domain)), None)
+
+
+def zone_tags(route53, zone_id: str) -> dict:
+    return tag_dict(route53.list_tags_for_resource(ResourceType="hostedzone", ResourceId=zone_id)[
+        "ResourceTagSet"]["Tags"])
 
 
 @register
@@ -55,13 +71,14 @@ class Dns(Step):
         domain = cfg["langsmith_domain"]
         zone_id = ctx.ensure("hosted_zone", lambda: find_zone(route53, domain),
                              lambda: route53.create_hosted_zone(
-                                 Name=domain, CallerReference=idempotency_token(cfg.deployment, domain),
+                                 Name=domain, CallerReference=ctx.client_token("hosted_zone"),
                                  HostedZoneConfig={"Comment": f"LangSmith {cfg.deployment}"})
                              ["HostedZone"]["Id"].split("/")[-1])
+        self._tag_zone(ctx, route53, zone_id)
         certificate = ctx.ensure("certificate", lambda: find_certificate(ctx, domain),
                                  lambda: acm.request_certificate(
                                      DomainName=domain, ValidationMethod="DNS",
-                                     IdempotencyToken=idempotency_token(cfg.deployment, domain)[:32],
+                                     IdempotencyToken=ctx.client_token("certificate"),
                                      Tags=ctx.tags.as_list("certificate"))["CertificateArn"])
         records = self._validation_records(ctx, certificate)
         existing = {(r["Name"], r["Type"]): r for r in route53.list_resource_record_sets(
@@ -76,6 +93,17 @@ class Dns(Step):
             self._wait_issued(ctx, certificate)
         name_servers = route53.get_hosted_zone(Id=zone_id)["DelegationSet"]["NameServers"]
         return {"zone_id": zone_id, "name_servers": name_servers, "certificate_arn": certificate, "domain": domain}
+
+    @staticmethod
+    def _tag_zone(ctx, route53, zone_id: str) -> None:
+        """CreateHostedZone takes no tags: they are added after (and again on resume, when a
+        crash came in between), so destroy and the leftovers check recognise the zone. A zone
+        of that name the user made before is used but not tagged (destroy leaves it)."""
+        wanted = ctx.tags.tags("zone")
+        present = zone_tags(route53, zone_id)
+        if Dns._ours(route53, zone_id, ctx) and any(present.get(k) != v for k, v in wanted.items()):
+            route53.change_tags_for_resource(ResourceType="hostedzone", ResourceId=zone_id,
+                                             AddTags=ctx.tags.as_list("zone"))
 
     @staticmethod
     def _validation_records(ctx, certificate: str) -> list[dict]:
@@ -125,9 +153,8 @@ class Dns(Step):
         route53, acm, domain = ctx.client("route53"), ctx.client("acm"), ctx.config["langsmith_domain"]
         if not domain:
             return
-        certificate = find_certificate(ctx, domain)
-        if certificate is not None:
-            delete_with_retry(lambda: acm.delete_certificate(CertificateArn=certificate), f"certificate {domain}",
+        for certificate in our_certificates(ctx, domain, ANY_CERTIFICATE):
+            delete_with_retry(lambda c=certificate: acm.delete_certificate(CertificateArn=c), f"certificate {domain}",
                               lambda: "", ctx.progress)
         ctx.record("certificate", None)
         zone_id = find_zone(route53, domain)
@@ -142,5 +169,9 @@ class Dns(Step):
 
     @staticmethod
     def _ours(route53, zone_id: str, ctx) -> bool:
+        """Tagged as ours, or (a crash before the tags went on) carrying our comment."""
         zone = if_exists(route53.get_hosted_zone, Id=zone_id)
-        return bool(zone) and zone["HostedZone"].get("Config", {}).get("Comment") == f"LangSmith {ctx.config.deployment}"
+        if not zone:
+            return False
+        return (zone_tags(route53, zone_id).get(DEPLOYMENT_TAG) == ctx.config.deployment
+                or zone["HostedZone"].get("Config", {}).get("Comment") == f"LangSmith {ctx.config.deployment}")

@@ -12,7 +12,7 @@ from provisioner.aws import if_exists
 from provisioner.errors import StepError
 from provisioner.reaping import delete_with_retry
 from provisioner.retry import PRINCIPAL_NOT_KNOWN_YET, ROLE_NOT_ASSUMABLE_YET, until_accepted
-from provisioner.tags import DEPLOYMENT_TAG, idempotency_token, tag_dict
+from provisioner.tags import DEPLOYMENT_TAG, tag_dict
 
 from . import _eks_upgrade as upgrade
 from . import _policies as policies
@@ -35,6 +35,11 @@ CLUSTER_EXPECTED_SECONDS = 600
 NODEGROUP_EXPECTED_SECONDS = 240
 
 
+def control_plane_log_group(cluster: str) -> str:
+    """Where EKS sends control-plane logs (EKS user guide, "Send control plane logs to CloudWatch Logs")."""
+    return f"/aws/eks/{cluster}/cluster"
+
+
 def describe_cluster(eks, name: str) -> dict | None:
     found = if_exists(eks.describe_cluster, name=name)
     return found["cluster"] if found else None
@@ -45,13 +50,17 @@ def describe_addon(eks, cluster: str, name: str) -> dict | None:
     return found["addon"] if found else None
 
 
-def principal_arn(caller_arn: str) -> str:
+def principal_arn(iam, caller_arn: str) -> str:
     """The IAM principal behind an STS caller ARN: an assumed-role session maps to its role
-    (access entries take the role, not the session)."""
-    if ":assumed-role/" in caller_arn:
-        prefix, rest = caller_arn.split(":assumed-role/", 1)
-        return f"{prefix.replace(':sts:', ':iam:')}:role/{rest.split('/')[0]}"
-    return caller_arn
+    (access entries take the role, not the session). The session ARN drops the role's path
+    (IAM Identity Center roles live under /aws-reserved/sso.amazonaws.com/<region>/), and
+    EKS refuses the pathless ARN: InvalidParameterException "The specified principalArn is
+    invalid: invalid principal" (terraform-aws-modules/terraform-aws-eks #2969). So the
+    role's real ARN is read from IAM, which takes the bare name."""
+    if ":assumed-role/" not in caller_arn:
+        return caller_arn
+    role_name = caller_arn.split(":assumed-role/", 1)[1].split("/")[0]
+    return iam.get_role(RoleName=role_name)["Role"]["Arn"]
 
 
 def ensure_access_entry(ctx, cluster: str, principal: str, policy: str, key: str) -> None:
@@ -97,7 +106,7 @@ class Eks(Step):
                        logging={"clusterLogging": [{"types": LOG_TYPES, "enabled": True}]},
                        accessConfig={"authenticationMode": "API_AND_CONFIG_MAP",
                                      "bootstrapClusterCreatorAdminPermissions": True},
-                       clientRequestToken=idempotency_token(cluster, cluster_role), tags=ctx.tags.tags("eks")))[
+                       clientRequestToken=ctx.client_token("cluster"), tags=ctx.tags.tags("eks")))[
                        "cluster"]["name"])
         described = self._wait(ctx, lambda: describe_cluster(eks, cluster), f"EKS cluster {cluster}",
                                CLUSTER_EXPECTED_SECONDS)
@@ -106,7 +115,7 @@ class Eks(Step):
                               lambda: ctx.client("iam").create_open_id_connect_provider(
                                   Url=described["identity"]["oidc"]["issuer"], ClientIDList=["sts.amazonaws.com"],
                                   Tags=ctx.tags.as_list("eks-oidc"))["OpenIDConnectProviderArn"])
-        operator = principal_arn(ctx.aws.identity()["Arn"])
+        operator = principal_arn(ctx.client("iam"), ctx.aws.identity()["Arn"])
         ensure_access_entry(ctx, cluster, operator, CLUSTER_ADMIN_POLICY, "access_entry/operator")
         scaling = {"minSize": cfg["node_min_size"], "maxSize": cfg["node_max_size"],
                    "desiredSize": cfg["node_min_size"]}
@@ -150,7 +159,7 @@ class Eks(Step):
             clusterName=cluster, nodegroupName=name, scalingConfig={**scaling, "desiredSize": desired},
             subnets=ctx.upstream("vpc")["private_subnet_ids"], instanceTypes=[cfg["node_instance_type"]],
             amiType="AL2023_x86_64_STANDARD", nodeRole=node_role, capacityType="ON_DEMAND",
-            clientRequestToken=idempotency_token(cluster, name, node_role),
+            clientRequestToken=ctx.client_token("nodegroup"),
             tags=ctx.tags.tags(name.removeprefix(f"{cfg.deployment}-"))))["nodegroup"]["nodegroupName"]
 
     def _waiter(self, ctx):
@@ -170,7 +179,7 @@ class Eks(Step):
             self._create(ctx, f"add-on {EBS_CSI_ADDON}", lambda: eks.create_addon(
                 clusterName=cluster, addonName=EBS_CSI_ADDON, serviceAccountRoleArn=role_arn,
                 resolveConflicts="OVERWRITE", tags=ctx.tags.tags("ebs-csi"),
-                clientRequestToken=idempotency_token(cluster, EBS_CSI_ADDON, role_arn)))
+                clientRequestToken=ctx.client_token(f"addon/{EBS_CSI_ADDON}")))
         elif addon.get("serviceAccountRoleArn") != role_arn:
             eks.update_addon(clusterName=cluster, addonName=EBS_CSI_ADDON, serviceAccountRoleArn=role_arn,
                              resolveConflicts="OVERWRITE")
@@ -282,8 +291,9 @@ class Eks(Step):
                                progress=ctx.progress)
                 ctx.record(f"addon/{addon}", None)
             for nodegroup in eks.list_nodegroups(clusterName=cluster)["nodegroups"]:
-                if describe_nodegroup(eks, cluster, nodegroup)["status"] != "DELETING":
-                    eks.delete_nodegroup(clusterName=cluster, nodegroupName=nodegroup)
+                group = describe_nodegroup(eks, cluster, nodegroup)  # None: gone since the list
+                if group is not None and group["status"] != "DELETING":
+                    if_exists(eks.delete_nodegroup, clusterName=cluster, nodegroupName=nodegroup)
                 wait_until(lambda n=nodegroup: describe_nodegroup(eks, cluster, n) is None,
                            what=f"node group {nodegroup} to be deleted", expected_seconds=300,
                            timeout_seconds=1800, progress=ctx.progress)
@@ -294,6 +304,11 @@ class Eks(Step):
             wait_until(lambda: describe_cluster(eks, cluster) is None, what=f"EKS cluster {cluster} to be deleted",
                        expected_seconds=300, timeout_seconds=1800, progress=ctx.progress)
         ctx.record("cluster", None)
+        # EKS makes the control-plane log group itself and leaves it when the cluster goes.
+        logs, log_group = ctx.client("logs"), control_plane_log_group(cluster)
+        if any(g["logGroupName"] == log_group
+               for g in logs.describe_log_groups(logGroupNamePrefix=log_group)["logGroups"]):
+            if_exists(logs.delete_log_group, logGroupName=log_group)
         iam = ctx.client("iam")
         for provider in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]:
             tags = iam.list_open_id_connect_provider_tags(OpenIDConnectProviderArn=provider["Arn"])["Tags"]

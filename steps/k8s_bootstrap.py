@@ -43,6 +43,8 @@ METRICS_SERVER_ARGS = ["--cert-dir=/tmp", "--kubelet-preferred-address-types=Int
                        "--kubelet-use-node-status-port", "--metric-resolution=15s"]
 SECRET_WAIT_SECONDS = 120
 NAMESPACE_WAIT_SECONDS = 600
+EBS_CSI_DRIVER = "ebs.csi.aws.com"
+VOLUME_WAIT_SECONDS = 600
 
 
 def _service_account(name: str, role_arn: str | None) -> dict:
@@ -220,3 +222,22 @@ class K8sBootstrap(Step):
                 f"{n}: " + ", ".join(c.get("message", c.get("type", "")) for c in
                                      (kube.get("v1", "Namespace", n) or {}).get("status", {}).get("conditions", []))
                 for n in namespaces if kube.get("v1", "Namespace", n))) from None
+        _wait_for_released_volumes(ctx, kube, namespaces)
+
+
+def _wait_for_released_volumes(ctx, kube, namespaces: list[str]) -> None:
+    """The claims in the deleted namespaces are gone, but the EBS CSI driver deletes their
+    volumes (reclaimPolicy Delete) only afterwards, and only while it runs: the eks step
+    removes the driver next, so its volumes must be gone first, or they stay behind in the
+    account, untagged and billed."""
+    def releasing() -> list[str]:
+        return [pv["metadata"]["name"] for pv in kube.list("v1", "PersistentVolume")
+                if pv.get("spec", {}).get("csi", {}).get("driver") == EBS_CSI_DRIVER
+                and pv["spec"].get("persistentVolumeReclaimPolicy", "Delete") == "Delete"
+                and pv["spec"].get("claimRef", {}).get("namespace") in namespaces]
+    try:
+        wait_until(lambda: not releasing(), what="EBS volumes of the deleted claims to be released",
+                   expected_seconds=30, timeout_seconds=VOLUME_WAIT_SECONDS, progress=ctx.progress)
+    except StepError:
+        raise StepError(f"PersistentVolumes {', '.join(releasing())} still hold EBS volumes; check the "
+                        "ebs-csi-controller logs in kube-system, then run destroy again") from None

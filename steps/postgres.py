@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 
+from botocore.exceptions import ClientError
+
+from provisioner.config import GP3_MIN_GIB
 from provisioner.errors import StepError
 from provisioner.aws import if_exists
 from provisioner.reaping import delete_with_retry
+from provisioner.retry import Answer
 from provisioner.waiting import wait_until
 
 from ._network import delete_security_group, ensure_security_group, security_group_findings
@@ -22,9 +26,10 @@ PORT = 5432
 USERNAME = "langsmith"
 DATABASE = "postgres"
 EXPECTED_CREATE_SECONDS = 480
-# RDS refuses General Purpose SSD volumes under 20 GiB ("Invalid storage size"), so the
-# spec's 10 GB default is raised to that floor rather than failing the apply.
-GP3_MIN_GIB = 20
+# DeleteDBInstance before the deletion-protection change landed: InvalidParameterCombination
+# "Cannot delete protected DB Instance, please disable deletion protection and try again."
+# (terraform-provider-aws internal/service/rds/instance.go re-issues the modify on it).
+DELETION_PROTECTION_ON = Answer("InvalidParameterCombination", ("deletion pro",))
 FAILED_STATES = {"failed", "incompatible-parameters", "incompatible-network", "incompatible-restore",
                  "inaccessible-encryption-credentials", "storage-full", "restore-error"}
 
@@ -43,7 +48,7 @@ def desired_settings(config) -> dict:
     storage = max(config["postgres_allocated_storage"], GP3_MIN_GIB)
     return {"DBInstanceClass": config["postgres_instance_class"],
             "AllocatedStorage": storage,
-            "MaxAllocatedStorage": max(config["postgres_max_allocated_storage"], storage),
+            "MaxAllocatedStorage": config["postgres_max_allocated_storage"],  # validated: >= 1.1 x storage
             "BackupRetentionPeriod": config["postgres_backup_retention_days"],
             "DeletionProtection": config["postgres_deletion_protection"]}
 
@@ -164,11 +169,22 @@ class Postgres(Step):
         db_id = identifier(cfg)
         instance = describe_instance(rds, db_id)
         if instance is not None and instance["DBInstanceStatus"] != "deleting":
-            if instance.get("DeletionProtection"):
-                rds.modify_db_instance(DBInstanceIdentifier=db_id, DeletionProtection=False, ApplyImmediately=True)
             final = self._final_snapshot(ctx, rds, instance)
-            delete_with_retry(lambda: rds.delete_db_instance(DBInstanceIdentifier=db_id, **final),
-                              f"RDS instance {db_id}", lambda: "", ctx.progress)
+
+            def unprotect():
+                rds.modify_db_instance(DBInstanceIdentifier=db_id, DeletionProtection=False, ApplyImmediately=True)
+
+            def delete():
+                try:
+                    rds.delete_db_instance(DBInstanceIdentifier=db_id, **final)
+                except ClientError as exc:
+                    if DELETION_PROTECTION_ON.matches(exc):  # the modify has not landed: ask again, retry
+                        unprotect()
+                    raise
+            if instance.get("DeletionProtection"):  # refused while backing up or modifying: retried
+                delete_with_retry(unprotect, f"deletion protection of RDS instance {db_id}", lambda: "",
+                                  ctx.progress)
+            delete_with_retry(delete, f"RDS instance {db_id}", lambda: "", ctx.progress)
         if instance is not None:
             wait_until(lambda: describe_instance(rds, db_id) is None, what=f"RDS instance {db_id} to be deleted",
                        expected_seconds=300, timeout_seconds=3600, progress=ctx.progress)

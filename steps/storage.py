@@ -12,7 +12,6 @@ import json
 
 from provisioner.aws import if_exists
 from provisioner.reaping import delete_endpoints_by_id
-from provisioner.tags import idempotency_token
 
 from . import _policies as policies
 from ._buckets import (ENCRYPTION_RULE, PUBLIC_ACCESS_BLOCK, bucket_exists, derived_name, empty_and_delete,
@@ -27,6 +26,13 @@ LANGSMITH_NAMESPACE = "langsmith"
 # whole namespace.
 LANGSMITH_SERVICE_ACCOUNTS = sorted(S3_WORKLOADS.values())
 OBJECT_ACTIONS = ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"]
+
+
+LIVE_ENDPOINT_STATES = ("pending", "available", "pendingacceptance")
+
+
+def s3_service(config) -> str:
+    return f"com.amazonaws.{config['region']}.s3"
 
 
 def bucket_name(ctx) -> str:
@@ -44,15 +50,16 @@ def lifecycle_rules(config) -> list[dict]:
             for prefix, days in (("ttl_s/", config["s3_ttl_short_days"]), ("ttl_l/", config["s3_ttl_long_days"]))]
 
 
-def bucket_policy(bucket: str, endpoint_id: str, langsmith_role: str) -> dict:
+def bucket_policy(bucket: str, endpoint_ids: list[str], langsmith_role: str) -> dict:
+    endpoints = endpoint_ids[0] if len(endpoint_ids) == 1 else sorted(endpoint_ids)
     return {"Version": "2012-10-17", "Statement": [
         {"Sid": "LangSmithThroughVpcEndpoint", "Effect": "Allow", "Principal": {"AWS": langsmith_role},
          "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"],
          "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
-         "Condition": {"StringEquals": {"aws:SourceVpce": endpoint_id}}},
+         "Condition": {"StringEquals": {"aws:SourceVpce": endpoints}}},
         {"Sid": "DenyObjectAccessOutsideVpcEndpoint", "Effect": "Deny", "Principal": "*",
          "Action": OBJECT_ACTIONS, "Resource": f"arn:aws:s3:::{bucket}/*",
-         "Condition": {"StringNotEquals": {"aws:SourceVpce": endpoint_id}}},
+         "Condition": {"StringNotEquals": {"aws:SourceVpce": endpoints}}},
         {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
          "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
          "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
@@ -74,23 +81,45 @@ class Storage(Step):
             s3.put_bucket_lifecycle_configuration(Bucket=bucket,
                                                   LifecycleConfiguration={"Rules": lifecycle_rules(ctx.config)})
 
-        route_tables = vpc["route_table_ids"]
-        endpoint_id = ctx.ensure("s3_endpoint", lambda: (self._find_endpoint(ctx) or {}).get("VpcEndpointId"),
-                                 lambda: ec2.create_vpc_endpoint(
-                                     VpcEndpointType="Gateway", VpcId=vpc["vpc_id"], RouteTableIds=route_tables,
-                                     ServiceName=f"com.amazonaws.{ctx.config['region']}.s3",
-                                     ClientToken=idempotency_token(bucket, vpc["vpc_id"]),
-                                     TagSpecifications=ctx.tags.ec2_spec("vpc-endpoint", "s3-endpoint"),
-                                 )["VpcEndpoint"]["VpcEndpointId"])
-        endpoint = ec2.describe_vpc_endpoints(VpcEndpointIds=[endpoint_id])["VpcEndpoints"][0]
-        missing_tables = sorted(set(route_tables) - set(endpoint.get("RouteTableIds", [])))
-        if missing_tables:
-            ec2.modify_vpc_endpoint(VpcEndpointId=endpoint_id, AddRouteTableIds=missing_tables)
+        endpoint_ids = self._ensure_endpoints(ctx, vpc)
         role = ensure_role(ctx, ROLE, langsmith_trust(ctx.upstream("eks")), [], "LangSmith pods: the traces bucket",
                            policies.langsmith_s3(bucket))
-        ensure_bucket_policy(ctx, bucket, bucket_policy(bucket, endpoint_id, role), current=settings["policy"])
-        return {"bucket_name": bucket, "bucket_arn": f"arn:aws:s3:::{bucket}", "s3_vpc_endpoint_id": endpoint_id,
+        ensure_bucket_policy(ctx, bucket, bucket_policy(bucket, endpoint_ids, role), current=settings["policy"])
+        return {"bucket_name": bucket, "bucket_arn": f"arn:aws:s3:::{bucket}", "s3_vpc_endpoint_id": endpoint_ids[0],
                 "langsmith_role_arn": role}
+
+    def _ensure_endpoints(self, ctx, vpc: dict) -> list[str]:
+        """The S3 gateway endpoints serving the VPC's route tables: a brought VPC's own endpoint
+        is used as it is (a route table holds one route per prefix list, so a second endpoint
+        on it fails with RouteAlreadyExists), and ours covers only the tables left over."""
+        ec2 = ctx.client("ec2")
+        ours = self._find_endpoint(ctx)
+        theirs = [e for e in self._s3_endpoints(ctx, vpc["vpc_id"])
+                  if e["VpcEndpointId"] != (ours or {}).get("VpcEndpointId")]
+        served = {table for e in theirs for table in e.get("RouteTableIds", [])}
+        tables = sorted(set(vpc["route_table_ids"]) - served)
+        ids = [e["VpcEndpointId"] for e in theirs]
+        if not tables and ours is None:
+            return ids
+        endpoint_id = ctx.ensure("s3_endpoint", lambda: (ours or {}).get("VpcEndpointId"),
+                                 lambda: ec2.create_vpc_endpoint(
+                                     VpcEndpointType="Gateway", VpcId=vpc["vpc_id"], RouteTableIds=tables,
+                                     ServiceName=s3_service(ctx.config), ClientToken=ctx.client_token("s3_endpoint"),
+                                     TagSpecifications=ctx.tags.ec2_spec("vpc-endpoint", "s3-endpoint"),
+                                 )["VpcEndpoint"]["VpcEndpointId"])
+        endpoint = ours or ec2.describe_vpc_endpoints(VpcEndpointIds=[endpoint_id])["VpcEndpoints"][0]
+        missing_tables = sorted(set(tables) - set(endpoint.get("RouteTableIds", [])))
+        if missing_tables:
+            ec2.modify_vpc_endpoint(VpcEndpointId=endpoint_id, AddRouteTableIds=missing_tables)
+        return [endpoint_id] + ids
+
+    @staticmethod
+    def _s3_endpoints(ctx, vpc_id: str) -> list[dict]:
+        """Live S3 gateway endpoints in the VPC, whoever made them."""
+        return [e for e in ctx.client("ec2").describe_vpc_endpoints(Filters=[
+            {"Name": "vpc-id", "Values": [vpc_id]}, {"Name": "service-name", "Values": [s3_service(ctx.config)]},
+            {"Name": "vpc-endpoint-type", "Values": ["Gateway"]}])["VpcEndpoints"]
+            if e["State"].lower() in LIVE_ENDPOINT_STATES]
 
     @staticmethod
     def _bucket_settings(s3, bucket: str, keys=("public_access_block", "encryption", "lifecycle", "policy")) -> dict:
@@ -108,7 +137,7 @@ class Storage(Step):
 
     def _find_endpoint(self, ctx) -> dict | None:
         endpoints = ctx.client("ec2").describe_vpc_endpoints(Filters=ctx.tags.ec2_filters("s3-endpoint"))["VpcEndpoints"]
-        live = [e for e in endpoints if e["State"].lower() in ("pending", "available", "pendingacceptance")]
+        live = [e for e in endpoints if e["State"].lower() in LIVE_ENDPOINT_STATES]
         return live[0] if live else None
 
     def verify(self, ctx) -> list[Finding]:
@@ -124,21 +153,22 @@ class Storage(Step):
                         "lifecycle": lifecycle_rules(ctx.config)}
             findings += [Finding(f"bucket {bucket}", f"{key.replace('_', ' ')} differs from the config")
                          for key, value in expected.items() if settings[key] != value]
-        endpoint = self._find_endpoint(ctx)
-        if endpoint is None:
+        vpc = ctx.upstream("vpc")
+        endpoints = self._s3_endpoints(ctx, vpc["vpc_id"]) if vpc.get("vpc_id") else []
+        if not endpoints:
             findings.append(Finding("S3 gateway endpoint", "missing", missing=True))
         else:
-            tables = ctx.upstream("vpc").get("route_table_ids", [])
-            missing = sorted(set(tables) - set(endpoint.get("RouteTableIds", [])))
+            served = {table for e in endpoints for table in e.get("RouteTableIds", [])}
+            missing = sorted(set(vpc.get("route_table_ids", [])) - served)
             if missing:
                 findings.append(Finding("S3 gateway endpoint", f"not on route tables {', '.join(missing)}"))
-            ctx.fact(f"bucket {bucket} reachable through gateway endpoint {endpoint['VpcEndpointId']} "
-                     f"({endpoint['State'].lower()}, on {len(endpoint.get('RouteTableIds', []))} route tables)")
+            ids = [e["VpcEndpointId"] for e in endpoints]
+            ctx.fact(f"bucket {bucket} reachable through gateway endpoint {', '.join(ids)} "
+                     f"(on {len(served)} route tables)")
             role = if_exists(ctx.client("iam").get_role, RoleName=ctx.name(ROLE))
             if role is None:
                 findings.append(Finding(f"role {ctx.name(ROLE)}", "missing", missing=True))
-            elif settings is not None and settings["policy"] != bucket_policy(bucket, endpoint["VpcEndpointId"],
-                                                                               role["Role"]["Arn"]):
+            elif settings is not None and settings["policy"] != bucket_policy(bucket, ids, role["Role"]["Arn"]):
                 findings.append(Finding(f"bucket {bucket}", "policy does not restrict objects to the endpoint"))
         return findings
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from provisioner.config import PRIVATE_BLOCKS, PUBLIC_BLOCKS, network_blocks
 from provisioner.errors import StepError
-from provisioner.tags import idempotency_token
 from provisioner.reaping import delete_detached_interfaces, delete_endpoints, delete_with_retry, explain_vpc
 from provisioner.waiting import wait_until
 
@@ -17,6 +16,19 @@ from .base import Finding, Step, register
 
 MAX_ZONES = 3
 NAT_EXPECTED_SECONDS = 90
+# Zone IDs where EKS refuses control-plane subnets (UnsupportedAvailabilityZoneException; EKS
+# user guide, "View Amazon EKS networking requirements for VPC and subnets"). Zone names map
+# to IDs differently in each account, so the choice goes by ZoneId.
+EKS_REFUSED_ZONE_IDS = {"use1-az3", "usw1-az2", "cac1-az3"}
+
+
+def usable_zones(ec2) -> tuple[list[str], list[str]]:
+    """(zone names EKS accepts, sorted; 'name (id)' of the available zones it refuses)."""
+    zones = ec2.describe_availability_zones(Filters=[
+        {"Name": "opt-in-status", "Values": ["opt-in-not-required"]},
+        {"Name": "state", "Values": ["available"]}])["AvailabilityZones"]
+    refused = sorted(f"{z['ZoneName']} ({z.get('ZoneId')})" for z in zones if z.get("ZoneId") in EKS_REFUSED_ZONE_IDS)
+    return sorted(z["ZoneName"] for z in zones if z.get("ZoneId") not in EKS_REFUSED_ZONE_IDS), refused
 
 
 def subnet_layout(cidr: str, zones: int) -> tuple[list[str], list[str]]:
@@ -63,7 +75,7 @@ class Vpc(Step):
             Domain="vpc", TagSpecifications=ctx.tags.ec2_spec("elastic-ip", "nat-eip"))["AllocationId"])
         nat_id = ctx.ensure("nat_gateway", lambda: self._find_nat(ctx), lambda: ec2.create_nat_gateway(
             SubnetId=public[0], AllocationId=allocation_id,
-            ClientToken=idempotency_token(ctx.config.deployment, "nat", allocation_id),
+            ClientToken=ctx.client_token("nat_gateway"),
             TagSpecifications=ctx.tags.ec2_spec("natgateway", "nat"))["NatGateway"]["NatGatewayId"])
         self._wait_for_nat(ctx, ec2, nat_id)
 
@@ -77,12 +89,9 @@ class Vpc(Step):
                 "route_table_ids": [public_rt, private_rt], "nat_gateway_id": nat_id, "nat_gateway_az": zones[0], "internet_gateway_id": igw_id, "created": True}
 
     def _zones(self, ec2) -> list[str]:
-        zones = ec2.describe_availability_zones(Filters=[
-            {"Name": "opt-in-status", "Values": ["opt-in-not-required"]},
-            {"Name": "state", "Values": ["available"]}])["AvailabilityZones"]
-        names = sorted(zone["ZoneName"] for zone in zones)
+        names, _ = usable_zones(ec2)
         if len(names) < 2:
-            raise StepError(f"the region offers {len(names)} usable availability zone(s); EKS and RDS need at "
+            raise StepError(f"the region offers {len(names)} availability zone(s) EKS accepts; EKS and RDS need at "
                             "least two: choose another region")
         return names[:MAX_ZONES]
 
@@ -234,7 +243,11 @@ class Vpc(Step):
             delete_route_table(ec2, table)
         for igw in ec2.describe_internet_gateways(Filters=[{"Name": "attachment.vpc-id", "Values": [vpc_id]}])[
                 "InternetGateways"]:
-            ec2.detach_internet_gateway(InternetGatewayId=igw["InternetGatewayId"], VpcId=vpc_id)
+            # DependencyViolation "has some mapped public address(es)" while a public-IP ENI lingers
+            # (terraform-provider-aws internal/service/ec2/vpc_internet_gateway.go retries the detach)
+            delete_with_retry(lambda i=igw["InternetGatewayId"]: ec2.detach_internet_gateway(
+                InternetGatewayId=i, VpcId=vpc_id), f"internet gateway {igw['InternetGatewayId']} attachment",
+                lambda: explain_vpc(ec2, vpc_id), ctx.progress)
             ec2.delete_internet_gateway(InternetGatewayId=igw["InternetGatewayId"])
         for subnet in ec2.describe_subnets(Filters=in_vpc)["Subnets"]:
             delete_with_retry(lambda s=subnet["SubnetId"]: ec2.delete_subnet(SubnetId=s),

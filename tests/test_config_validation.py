@@ -102,6 +102,16 @@ BAD_CONFIGS = [
     ({"kubernetes": {"kubecfg": "/tmp/k"}}, "kubernetes.kubecfg", "did you mean 'kubeconfig'"),
     ({"charts": {"kedaa": {"version": "1"}}}, "charts.kedaa", "did you mean 'keda'"),
     ({"charts": {"keda": {"tag": "1"}}}, "charts.keda", "repo, chart, version"),
+    # names AWS refuses (test_name_rules_are_the_ones_botocore_documents checks the sources)
+    ({"name_prefix": "acme-"}, "name_prefix", "use e.g. 'acme'"),
+    ({"name_prefix": "ac--me"}, "name_prefix", "two in a row"),
+    ({"name_prefix": "sg"}, "name_prefix", "start with 'sg-'"),
+    ({"name_prefix": "internal"}, "name_prefix", "start with 'internal-'"),
+    ({"name_prefix": "sthree"}, "name_prefix", "start with 'sthree-'"),
+    ({"name_prefix": "amzn-s3-demo"}, "name_prefix", "start with 'amzn-s3-demo-'"),
+    ({"postgres_max_allocated_storage": 20}, "postgres_max_allocated_storage", "at least 22"),
+    ({"postgres_allocated_storage": 100, "postgres_max_allocated_storage": 105}, "postgres_max_allocated_storage",
+     "at least 110"),
 ]
 
 
@@ -170,3 +180,26 @@ def test_readme_documents_every_config_key():
     readme = open(os.path.join(root, "README.md"), encoding="utf-8").read()
     missing = [key for key in SCHEMA if f"`{key}`" not in readme]
     assert missing == []
+
+
+def test_name_rules_are_the_ones_botocore_documents():
+    """Each refused name shape, against the constraint text in botocore's service models."""
+    import re
+
+    import botocore.session
+    session = botocore.session.get_session()
+
+    def doc(service, shape, member):
+        text = session.get_service_model(service).shape_for(shape).members[member].documentation
+        return " ".join(re.sub("<[^>]+>", " ", text).split())
+    for service, shape, member in (("rds", "CreateDBInstanceMessage", "DBInstanceIdentifier"),
+                                   ("rds", "DeleteDBInstanceMessage", "FinalDBSnapshotIdentifier")):
+        assert "Can't end with a hyphen or contain two consecutive hyphens" in doc(service, shape, member)
+    assert "cannot end with a hyphen or contain two consecutive hyphens" in doc(
+        "elasticache", "CreateReplicationGroupMessage", "ReplicationGroupId")
+    assert "my--namespace are not valid" in doc("cloudtrail", "CreateTrailRequest", "Name")
+    assert "Can't start with sg-" in doc("ec2", "CreateSecurityGroupRequest", "GroupName")
+    assert 'must not begin with "internal-"' in doc("elbv2", "CreateLoadBalancerInput", "Name")
+    assert set(config_module.RESERVED_NAME_STARTS) == {"sg-", "internal-", "xn--", "sthree-", "amzn-s3-demo-"}
+    good = config_module.validate({"name_prefix": "internalx", "region": "us-east-1"}, {})
+    assert good.deployment == "internalx-dev"

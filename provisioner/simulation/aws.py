@@ -26,8 +26,11 @@ Small, honest test doubles fill what moto 5.2.5 lacks:
   Here the tags go with the bucket, as in AWS.
 - RDS: moto gives every DB instance the same DbiResourceId. AWS gives each instance its
   own, for life (snapshots carry it); here too.
+- EKS in moto makes no control-plane log group. AWS makes /aws/eks/<cluster>/cluster when
+  logging is on and keeps it after the cluster is deleted; here too.
 - EKS version updates (cluster, node group, add-on): see eks_versions.
 - Network Firewall rule groups, policies, endpoints and deletes: see simulated_firewall.
+- Route 53 CallerReferences stay taken after their zone is deleted: see simulated_route53.
 """
 
 import json
@@ -54,6 +57,7 @@ from werkzeug.serving import make_server
 from . import calls as call_record
 from . import eks_versions
 from . import firewall as simulated_firewall
+from . import route53 as simulated_route53
 from .realistic import RealisticAws
 
 
@@ -281,7 +285,19 @@ def _create_cluster(self, name, role_arn, resources_vpc_config, *args, **kwargs)
                                           tags={"aws:eks:cluster-name": name})
         cluster.resources_vpc_config = {**cluster.resources_vpc_config, "clusterSecurityGroupId": group.id,
                                         "vpcId": vpc_id}
+    if any(setting.get("enabled") for setting in (cluster.logging or {}).get("clusterLogging", [])):
+        _control_plane_log_group(self, name)
     return cluster
+
+
+def _control_plane_log_group(eks, cluster: str) -> None:
+    """EKS writes control-plane logs to /aws/eks/<cluster>/cluster, making the group itself
+    (untagged) when logging is on, and leaves it behind when the cluster goes (EKS user guide,
+    "Send control plane logs to CloudWatch Logs")."""
+    from moto.logs.models import logs_backends
+    logs = logs_backends[eks.account_id][eks.region_name]
+    if f"/aws/eks/{cluster}/cluster" not in logs.groups:
+        logs.create_log_group(f"/aws/eks/{cluster}/cluster", tags={})
 
 
 def _delete_cluster(self, name):
@@ -296,8 +312,22 @@ def _delete_cluster(self, name):
     return cluster
 
 
+def _eks_region_from_host(self, request, full_url):
+    """moto looks for `.<region>.amazonaws.com` anywhere in the URL, path included; an access
+    entry's path holds the principal ARN, and an IAM Identity Center role's path holds
+    `sso.amazonaws.com/<region>/`, which moto then takes for the region. AWS goes by the host."""
+    from urllib.parse import urlsplit
+    parts = urlsplit(full_url)
+    return _original_region_from_url(self, request, f"{parts.scheme}://{parts.netloc}/")
+
+
+_original_region_from_url = eks_responses.EKSResponse.get_region_from_url
+
+
 def install() -> None:
+    eks_responses.EKSResponse.get_region_from_url = _eks_region_from_host
     simulated_firewall.install()
+    simulated_route53.install()
     eks_urls.url_paths.update({
         "{0}/clusters/(?P<name>[^/]+)/addons$": eks_urls.response.dispatch,
         "{0}/clusters/(?P<name>[^/]+)/addons/(?P<addonName>[^/]+)$": eks_urls.response.dispatch,

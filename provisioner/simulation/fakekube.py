@@ -51,6 +51,7 @@ KINDS = [
     Kind("", "v1", "Secret", "secrets"), Kind("", "v1", "ConfigMap", "configmaps", short=("cm",)),
     Kind("", "v1", "ServiceAccount", "serviceaccounts", short=("sa",)), Kind("", "v1", "Service", "services", short=("svc",)),
     Kind("", "v1", "Pod", "pods", short=("po",)), Kind("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
+    Kind("", "v1", "PersistentVolume", "persistentvolumes", False, ("pv",)),
     Kind("", "v1", "Endpoints", "endpoints"), Kind("", "v1", "Event", "events"),
     Kind("apps", "v1", "Deployment", "deployments", short=("deploy",)), Kind("apps", "v1", "ReplicaSet", "replicasets"),
     Kind("apps", "v1", "StatefulSet", "statefulsets"), Kind("apps", "v1", "DaemonSet", "daemonsets"),
