@@ -8,18 +8,20 @@ import json
 import os
 import signal
 import subprocess
+import tarfile
 import time
 from urllib.parse import parse_qs, urlparse
 
 import boto3
 import pytest
+import requests
 import yaml
 
 from provisioner import kube
-from provisioner.charts import HELM_RELEASES
-from provisioner.simulation.fakekube import STANDIN_CHART
+from provisioner.simulation.fakekube import STANDIN_CHART, TGB_FINALIZER
 from tests.census import cluster_census
-from tests.conftest import LICENSE, REGION, run_cli, write_config
+from tests.conftest import (CHART_MIRROR, LICENSE, REGION, installed_charts, mirrored_chart, run_cli,
+                            write_config)
 
 DEPLOYMENT = "acme-test"
 BOOTSTRAP = ["aws-load-balancer-controller", "cluster-autoscaler", "metrics-server", "keda", "external-secrets",
@@ -38,13 +40,35 @@ def obj(kube_server, group, plural, namespace, name):
     return kube_server.cluster.find(group, plural, namespace, name)
 
 
-def recorded_values(kube_server, release, namespace):
-    """The stand-in chart writes the values helm gave it into a ConfigMap."""
-    config_map = obj(kube_server, "", "configmaps", namespace, f"{release}-standin-values")
-    return yaml.safe_load(config_map["data"]["values.yaml"])
+def helm_values(release, namespace):
+    """The values the release was installed with, as helm keeps them."""
+    return json.loads(subprocess.run(["helm", "get", "values", release, "-n", namespace, "-o", "json",
+                                      "--kubeconfig", "kubeconfig"], capture_output=True, text=True, check=True,
+                                     timeout=60).stdout) or {}
 
 
-def test_apply_installs_the_bootstrap_releases_with_their_irsa_roles(shared_deployment, kube_server):
+def test_crds_of_the_real_charts_are_served_and_discovered(shared_deployment, kube_server):
+    """The CRDs the real charts install are what makes their kinds exist: listed in /apis,
+    with the served versions, scope and short names the CRDs declare."""
+    groups = {g["name"]: [v["version"] for v in g["versions"]]
+              for g in requests.get(f"{kube_server.url}/apis", timeout=10).json()["groups"]}
+    for group in ("external-secrets.io", "cert-manager.io", "keda.sh", "elbv2.k8s.aws"):
+        assert group in groups, group
+    crd = obj(kube_server, "apiextensions.k8s.io", "customresourcedefinitions", "", "externalsecrets.external-secrets.io")
+    served = [v["name"] for v in crd["spec"]["versions"] if v["served"]]
+    assert served and set(served) <= set(groups["external-secrets.io"])
+    assert crd["status"]["conditions"][-1] == {"type": "Established", "status": "True", "reason": "InitialNamesAccepted"}
+    resources = {r["name"]: r for r in requests.get(f"{kube_server.url}/apis/external-secrets.io/v1",
+                                                    timeout=10).json()["resources"]}
+    assert resources["externalsecrets"]["shortNames"] == crd["spec"]["names"]["shortNames"]
+    assert resources["clustersecretstores"]["namespaced"] is False and resources["externalsecrets"]["namespaced"]
+
+
+def test_apply_installs_the_bootstrap_releases_from_the_real_charts_with_their_irsa_roles(shared_deployment,
+                                                                                           kube_server):
+    charts = installed_charts()
+    assert {release: charts[release] for release in BOOTSTRAP} == {release: mirrored_chart(release)
+                                                                    for release in BOOTSTRAP}
     found = cluster_census(kube_server.cluster)
     expected_namespaces = {"kube-system": ["aws-load-balancer-controller", "cluster-autoscaler", "metrics-server"],
                            "keda": ["keda"], "external-secrets": ["external-secrets"], "cert-manager": ["cert-manager"]}
@@ -52,16 +76,18 @@ def test_apply_installs_the_bootstrap_releases_with_their_irsa_roles(shared_depl
         for release in releases:
             assert found[("helm-release", f"{namespace}/{release}: deployed")] == 1
     roles = {r["RoleName"]: r["Arn"] for r in boto3.client("iam", region_name=REGION).list_roles()["Roles"]}
-    lbc = recorded_values(kube_server, "aws-load-balancer-controller", "kube-system")
-    assert lbc["clusterName"] == "acme-test-eks" and lbc["region"] == REGION and lbc["vpcId"].startswith("vpc-")
-    sa = obj(kube_server, "", "serviceaccounts", "kube-system", "aws-load-balancer-controller")
-    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == roles["acme-test-irsa-load-balancer-controller"]
-    eso = obj(kube_server, "", "serviceaccounts", "external-secrets", "external-secrets")
-    assert eso["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == roles["acme-test-irsa-external-secrets"]
-    autoscaler = recorded_values(kube_server, "cluster-autoscaler", "kube-system")
-    assert autoscaler["rbac"]["serviceAccount"]["annotations"]["eks.amazonaws.com/role-arn"] == \
-        roles["acme-test-irsa-cluster-autoscaler"]
-    assert recorded_values(kube_server, "cert-manager", "cert-manager")["serviceAccount"]["annotations"] == {}
+    lbc = obj(kube_server, "apps", "deployments", "kube-system", "aws-load-balancer-controller")
+    args = lbc["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--cluster-name=acme-test-eks" in args and f"--aws-region={REGION}" in args
+    assert any(arg.startswith("--aws-vpc-id=vpc-") for arg in args)
+    irsa = "eks.amazonaws.com/role-arn"
+    for namespace, account, role in (("kube-system", "aws-load-balancer-controller", "load-balancer-controller"),
+                                     ("external-secrets", "external-secrets", "external-secrets"),
+                                     ("kube-system", "cluster-autoscaler", "cluster-autoscaler")):
+        sa = obj(kube_server, "", "serviceaccounts", namespace, account)
+        assert sa["metadata"]["annotations"][irsa] == roles[f"acme-test-irsa-{role}"], account
+    assert irsa not in (obj(kube_server, "", "serviceaccounts", "cert-manager", "cert-manager")["metadata"]
+                        .get("annotations") or {})
 
 
 def test_apply_makes_gp3_the_encrypted_default_class_and_the_langsmith_namespace(shared_deployment, kube_server):
@@ -105,7 +131,7 @@ def test_the_operator_gets_an_access_entry_with_cluster_admin(shared_deployment)
 def test_verify_reports_a_release_and_the_secret_gone_missing(applied, kube_server):
     assert run_cli("verify", applied).code == 0
     subprocess.run(["helm", "uninstall", "keda", "-n", "keda", "--kubeconfig", "kubeconfig"], check=True,
-                   capture_output=True)
+                   capture_output=True, timeout=120)
     kube_server.cluster.delete(kube_server.cluster_kind("externalsecrets"), "langsmith", "langsmith-config")
     assert obj(kube_server, "", "secrets", "langsmith", "langsmith-config") is None  # owned by it
     result = run_cli("verify", applied)
@@ -117,15 +143,20 @@ def test_verify_reports_a_release_and_the_secret_gone_missing(applied, kube_serv
 
 
 def test_a_changed_chart_version_upgrades_only_that_release(applied, kube_server, tmp_path):
-    chart = tmp_path / "keda-chart"
-    subprocess.run(["cp", "-r", STANDIN_CHART, str(chart)], check=True)
-    (chart / "Chart.yaml").write_text((chart / "Chart.yaml").read_text().replace("version: 0.1.0", "version: 0.2.0"))
-    charts = {r: {"chart": STANDIN_CHART} for r in HELM_RELEASES}
-    charts["keda"] = {"chart": str(chart)}
-    config = write_config(tmp_path / "config.yaml", charts=charts)
+    with tarfile.open(CHART_MIRROR / "keda-2.19.0.tgz") as packaged:
+        packaged.extractall(tmp_path, filter="data")
+    chart = tmp_path / "keda" / "Chart.yaml"
+    chart.write_text(chart.read_text().replace("version: 2.19.0", "version: 2.19.1"))
+    config = write_config(tmp_path / "config.yaml")
+    with open(config) as handle:
+        settings = yaml.safe_load(handle)
+    settings["charts"]["keda"] = {"chart": str(tmp_path / "keda")}
+    with open(config, "w") as handle:
+        yaml.safe_dump(settings, handle)
     result = run_cli("apply", config, "--yes")
     assert result.code == 0, result
-    assert result.out.count("helm upgrade --install") == 1 and "keda (standin-0.2.0)" in result.out
+    assert result.out.count("helm upgrade --install") == 1 and "keda (keda-2.19.1)" in result.out
+    assert installed_charts()["keda"] == "keda-2.19.1"
     assert cluster_census(kube_server.cluster)[("helm-release", "keda/keda: deployed")] == 1
 
 
@@ -133,8 +164,9 @@ def _run_helm_until_pending(kube_server, release, namespace, status):
     """Start helm with its workloads held unready, and kill it mid-wait: the release is
     left in a pending state, as after a crash or a lost connection."""
     kube_server.cluster.hold_readiness = True
-    process = subprocess.Popen(["helm", "upgrade", "--install", release, STANDIN_CHART, "-n", namespace,
-                                "--create-namespace", "--wait", "--timeout", "60s", "--set", "changed=true",
+    process = subprocess.Popen(["helm", "upgrade", "--install", release, str(CHART_MIRROR / f"{mirrored_chart(release)}.tgz"),
+                                "-n", namespace, "--create-namespace", "--wait", "--timeout", "60s",
+                                "--set", "operator.replicaCount=2",
                                 "--kubeconfig", "kubeconfig"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -163,7 +195,8 @@ def test_a_release_left_pending_upgrade_is_rolled_back(applied, kube_server):
     assert result.code == 0, result
     assert "release keda is pending-upgrade: rolling back" in result.out
     assert cluster_census(kube_server.cluster)[("helm-release", "keda/keda: deployed")] == 1
-    assert "changed" not in recorded_values(kube_server, "keda", "keda")  # back to the provisioner's values
+    assert "replicaCount" not in helm_values("keda", "keda").get("operator", {})  # the provisioner's values again
+    assert installed_charts()["keda"] == mirrored_chart("keda")
 
 
 def test_destroy_removes_everything_in_the_cluster(applied, kube_server):
