@@ -64,6 +64,18 @@ def test_crds_of_the_real_charts_are_served_and_discovered(shared_deployment, ku
     assert resources["clustersecretstores"]["namespaced"] is False and resources["externalsecrets"]["namespaced"]
 
 
+def test_the_config_secret_waits_for_the_secret_store_to_be_validated(shared_deployment, kube_server):
+    """On EKS the operator validates a new ClusterSecretStore first and meanwhile reports the
+    ExternalSecret Ready=False; apply waited that out (read from the fake's event log)."""
+    states = [(event[5]["status"]["conditions"][0]["status"], event[5]["status"]["conditions"][0].get("message"))
+              for event in kube_server.cluster.events
+              if event[2:5] == ("external-secrets.io", "externalsecrets", "langsmith")
+              and event[5]["metadata"]["name"] == "langsmith-config" and event[5].get("status")]
+    assert states[0] == ("False", 'ClusterSecretStore "langsmith-ssm" is not ready')
+    assert states[-1][0] == "True"
+    assert obj(kube_server, "", "secrets", "langsmith", "langsmith-config")
+
+
 def test_apply_installs_the_bootstrap_releases_from_the_real_charts_with_their_irsa_roles(shared_deployment,
                                                                                            kube_server):
     charts = installed_charts()
@@ -294,3 +306,104 @@ def test_eks_connection_writes_no_token_to_disk(applied):
     configuration.refresh_api_key_hook(configuration)
     assert configuration.api_key["authorization"].startswith("k8s-aws-v1.")
     assert "k8s-aws-v1." not in open(connection.kubeconfig).read()
+
+
+# --- the fake cluster is as strict as the real one where it matters ---
+
+def _api(kube_server, method, path, body=None, content_type="application/json"):
+    return requests.request(method, f"{kube_server.url}{path}", json=body, timeout=30,
+                            headers={"Content-Type": content_type})
+
+
+def _real_crd(chart: str, name: str, *settings: str) -> dict:
+    """A CRD exactly as the real chart in the mirror renders it."""
+    rendered = subprocess.run(["helm", "template", "x", str(CHART_MIRROR / chart), "--include-crds", *settings],
+                              capture_output=True, text=True, check=True, timeout=120).stdout
+    return next(d for d in yaml.safe_load_all(rendered)
+                if d and d["kind"] == "CustomResourceDefinition" and d["metadata"]["name"] == name)
+
+
+def test_a_custom_kind_exists_only_while_its_crd_does(aws, kube_server):
+    externals = "/apis/external-secrets.io/v1/namespaces/default/externalsecrets"
+    external = {"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret", "metadata": {"name": "x"},
+                "spec": {"secretStoreRef": {"name": "s", "kind": "ClusterSecretStore"}}}
+    refused = _api(kube_server, "POST", externals, external)
+    assert refused.status_code == 404
+    assert refused.json()["message"] == "the server could not find the requested resource"
+    assert _api(kube_server, "GET", externals).status_code == 404
+    assert "external-secrets.io" not in {g["name"] for g in _api(kube_server, "GET", "/apis").json()["groups"]}
+
+    crd = _real_crd("external-secrets-2.1.0.tgz", "externalsecrets.external-secrets.io", "--set", "installCRDs=true")
+    assert _api(kube_server, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd).status_code == 201
+    assert _api(kube_server, "POST", externals, external).status_code == 201
+    served = [v["name"] for v in crd["spec"]["versions"] if v["served"]]
+    listed = next(g for g in _api(kube_server, "GET", "/apis").json()["groups"] if g["name"] == "external-secrets.io")
+    assert [v["version"] for v in listed["versions"]] == served
+
+    gone = _api(kube_server, "DELETE", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
+                                       "externalsecrets.external-secrets.io")
+    assert gone.status_code == 200
+    assert _api(kube_server, "GET", f"{externals}/x").status_code == 404
+    assert kube_server.cluster.find("external-secrets.io", "externalsecrets", "default", "x") is None
+
+
+def _targets():
+    elbv2 = boto3.client("elbv2", region_name=REGION)
+    [group] = elbv2.describe_target_groups(Names=["acme-test-alb"])["TargetGroups"]
+    return [(t["Target"]["Id"], t["Target"]["Port"], t["TargetHealth"]["State"])
+            for t in elbv2.describe_target_health(TargetGroupArn=group["TargetGroupArn"])["TargetHealthDescriptions"]]
+
+
+def test_targets_are_the_ready_endpoints_of_the_bound_service_port(applied, kube_server):
+    """The load balancer controller registers the pods behind the binding's Service port:
+    a binding to a port the Service lacks, or to another Service, registers nothing."""
+    binding = "/apis/elbv2.k8s.aws/v1beta1/namespaces/langsmith/targetgroupbindings/langsmith-tgb"
+    pods = [p["status"]["podIP"] for p in kube_server.cluster.items("", "pods", "langsmith")
+            if p["metadata"]["labels"].get("app.kubernetes.io/name") == "langsmith"]
+    assert _targets() == [(pods[0], 8080, "healthy")]  # the frontend port 80 -> container port `frontend`
+    assert TGB_FINALIZER in obj(kube_server, "elbv2.k8s.aws", "targetgroupbindings", "langsmith",
+                                "langsmith-tgb")["metadata"]["finalizers"]
+    merge = "application/merge-patch+json"
+    assert _api(kube_server, "PATCH", binding, {"spec": {"serviceRef": {"port": 8080}}}, merge).ok  # not a Service port
+    assert _targets() == []
+    assert _api(kube_server, "PATCH", binding, {"spec": {"serviceRef": {"name": "langsmith-backend", "port": 80}}},
+                merge).ok
+    assert _targets() == []
+    assert _api(kube_server, "PATCH", binding, {"spec": {"serviceRef": {"name": "langsmith-frontend", "port": 80}}},
+                merge).ok
+    assert _targets() == [(pods[0], 8080, "healthy")]
+
+
+def test_a_binding_left_after_the_controller_is_gone_stays_stuck(applied, kube_server):
+    registered = _targets()
+    assert registered
+    subprocess.run(["helm", "uninstall", "aws-load-balancer-controller", "-n", "kube-system", "--wait",
+                    "--kubeconfig", "kubeconfig"], check=True, capture_output=True, timeout=120)
+    binding = "/apis/elbv2.k8s.aws/v1beta1/namespaces/langsmith/targetgroupbindings/langsmith-tgb"
+    assert _api(kube_server, "DELETE", binding).ok
+    assert _api(kube_server, "DELETE", "/api/v1/namespaces/langsmith").ok
+    stuck = _api(kube_server, "GET", binding).json()
+    assert stuck["metadata"]["deletionTimestamp"] and stuck["metadata"]["finalizers"] == [TGB_FINALIZER]
+    assert _targets() == registered  # nothing deregistered them
+    namespace = _api(kube_server, "GET", "/api/v1/namespaces/langsmith").json()
+    assert namespace["status"]["phase"] == "Terminating"
+    assert namespace["status"]["conditions"][0]["type"] == "NamespaceFinalizersRemaining"
+
+    subprocess.run(["helm", "install", "aws-load-balancer-controller",
+                    str(CHART_MIRROR / f"{mirrored_chart('aws-load-balancer-controller')}.tgz"), "-n", "kube-system",
+                    "--set", "clusterName=acme-test-eks", "--wait", "--timeout", "60s", "--kubeconfig", "kubeconfig"],
+                   check=True, capture_output=True, timeout=120)
+    assert _api(kube_server, "GET", binding).status_code == 404  # the controller is back: released
+    assert _targets() == []
+    assert _api(kube_server, "GET", "/api/v1/namespaces/langsmith").status_code == 404
+
+
+def test_a_secret_store_never_validated_fails_apply_naming_the_operator_message(aws, tmp_path, kube_server,
+                                                                                 monkeypatch):
+    from steps import k8s_bootstrap
+    monkeypatch.setattr(k8s_bootstrap, "SECRET_WAIT_SECONDS", 1)
+    kube_server.cluster.store_validation_seconds = 10 ** 6
+    result = run_cli("apply", write_config(tmp_path / "config.yaml", deploy_langsmith=False), "--yes")
+    assert result.code == 1
+    assert 'waiting for secret langsmith/langsmith-config from SSM' in result.out
+    assert 'ExternalSecret: ClusterSecretStore "langsmith-ssm" is not ready' in result.out
