@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from tests.census import census, cluster_census
-from tests.conftest import REGION, run_cli, write_config
+from steps.ingress import RELEASES
+from tests.conftest import STANDIN_RELEASES, REGION, installed_charts, mirrored_chart, run_cli, write_config
 from tests.faults import CallRecorder, install_session_hooks
 
 DEPLOYMENT = "acme-test"
@@ -64,6 +65,13 @@ def test_permutation_applies_reapplies_without_change_and_destroys_clean(permuta
     binding = kube_server.cluster.find("elbv2.k8s.aws", "targetgroupbindings", namespace, "langsmith-tgb")
     assert binding["spec"]["targetGroupARN"] == group["TargetGroupArn"]
     assert binding["spec"]["serviceRef"]["name"] == service
+    charts = installed_charts()
+    assert set(RELEASES.get(gateway, [])) <= set(charts)
+    assert {r: c for r, c in charts.items() if r not in STANDIN_RELEASES} == {
+        r: mirrored_chart(r) for r in charts if r not in STANDIN_RELEASES}  # the real charts, from the mirror
+    if not set(RELEASES.get(gateway, [])) & set(STANDIN_RELEASES):  # a stand-in renders no gateway Service
+        health = elbv2.describe_target_health(TargetGroupArn=group["TargetGroupArn"])["TargetHealthDescriptions"]
+        assert health and {(t["Target"]["Port"], t["TargetHealth"]["State"]) for t in health} == {(port, "healthy")}
     if tls == "acm":
         assert listeners[443]["Protocol"] == "HTTPS" and listeners[443]["SslPolicy"].startswith("ELBSecurityPolicy-TLS13")
         assert listeners[80]["DefaultActions"][0]["Type"] == "redirect"

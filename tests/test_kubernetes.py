@@ -487,3 +487,20 @@ def test_a_fetched_helm_that_cannot_run_here_gives_way_to_one_on_path(tmp_path, 
     monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
     with pytest.raises(helm_download.HelmUnavailable, match="install helm 3"):
         helm_download.fetch(foreign.parent)
+
+
+def test_the_istio_charts_the_pins_move_to_install_into_the_fake_cluster(aws, kube_server):
+    """Istio 1.28.10 (the three charts in step), installed by the real helm as the ingress
+    step does: its gateway Service serves from ready pods."""
+    for release, chart, settings in (("istio-base", "base-1.28.10.tgz", ["--set", "defaultRevision=default"]),
+                                     ("istiod", "istiod-1.28.10.tgz", []),
+                                     ("istio-ingressgateway", "gateway-1.28.10.tgz",
+                                      ["--set", "service.type=ClusterIP", "--set", "labels.istio=ingressgateway"])):
+        done = subprocess.run(["helm", "upgrade", "--install", release, str(CHART_MIRROR / chart), "-n", "istio-system",
+                               "--create-namespace", "--wait", "--wait-for-jobs", "--timeout", "60s", *settings,
+                               "--kubeconfig", "kubeconfig"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert installed_charts() == {"istio-base": "base-1.28.10", "istiod": "istiod-1.28.10",
+                                  "istio-ingressgateway": "gateway-1.28.10"}
+    assert "networking.istio.io" in {g["name"] for g in _api(kube_server, "GET", "/apis").json()["groups"]}
+    assert kube_server.cluster.service_endpoints("istio-system", "istio-ingressgateway", 80)

@@ -13,7 +13,8 @@ What it does, and what it only pretends:
   conflicts on PUT, 404/409/403 Status errors; watch from a resourceVersion (chunked, as
   helm's hook wait needs); protobuf request bodies for Secret, Namespace and ConfigMap,
   which helm's Go client sends.
-- toy controllers: Deployments (through an owned ReplicaSet), StatefulSets and
+- the API server's defaulting of the workload fields helm's readiness checks read;
+  toy controllers: Deployments (through an owned ReplicaSet), StatefulSets and
   DaemonSets run Ready pods at once; Jobs complete in the next resourceVersion (a hook's
   watch sees it happen); PersistentVolumeClaims bind; Services get a clusterIP (and a
   load balancer hostname when of type LoadBalancer); CRDs become Established; a deleted
@@ -321,6 +322,7 @@ class Cluster:
         self.born[meta["uid"]] = time.monotonic()
         if kind.plural == "namespaces":
             obj["status"] = {"phase": "Active"}
+        _default(kind, obj)
         self._react(kind, obj)
         self._store(key, obj, "ADDED")
         self._after_store(kind, obj)
@@ -341,6 +343,7 @@ class Cluster:
                 meta[keep] = current["metadata"][keep]
         meta["name"] = name
         merged["apiVersion"], merged["kind"] = current["apiVersion"], current["kind"]
+        _default(kind, merged)
         spec_changed = merged.get("spec") != current.get("spec")
         meta["generation"] = current["metadata"]["generation"] + (1 if spec_changed else 0)
         if "status" not in merged and "status" in current:
@@ -753,6 +756,35 @@ class Cluster:
             else:
                 space["status"]["conditions"] = [{"type": "NamespaceFinalizersRemaining", "status": "True",
                                                   "message": "Some content in the namespace has finalizers"}]
+
+
+def _default(kind: Kind, obj: dict) -> None:
+    """The API server's defaulting of the workload fields helm's readiness checks read
+    (k8s.io/kubernetes pkg/apis/apps/v1/defaults.go: replicas 1, rolling updates with
+    25%/25% for Deployments, partition 0 for StatefulSets, maxUnavailable 1 for DaemonSets)."""
+    spec = obj.get("spec")
+    if spec is None or kind.group != "apps":
+        return
+    if kind.plural in ("deployments", "statefulsets", "replicasets"):
+        spec.setdefault("replicas", 1)
+    if kind.plural == "deployments":
+        strategy = spec.setdefault("strategy", {})
+        strategy.setdefault("type", "RollingUpdate")
+        if strategy["type"] == "RollingUpdate":
+            strategy.setdefault("rollingUpdate", {}).setdefault("maxUnavailable", "25%")
+            strategy["rollingUpdate"].setdefault("maxSurge", "25%")
+    elif kind.plural == "statefulsets":
+        strategy = spec.setdefault("updateStrategy", {})
+        strategy.setdefault("type", "RollingUpdate")
+        if strategy["type"] == "RollingUpdate":
+            strategy.setdefault("rollingUpdate", {}).setdefault("partition", 0)
+        spec.setdefault("podManagementPolicy", "OrderedReady")
+    elif kind.plural == "daemonsets":
+        strategy = spec.setdefault("updateStrategy", {})
+        strategy.setdefault("type", "RollingUpdate")
+        if strategy["type"] == "RollingUpdate":
+            strategy.setdefault("rollingUpdate", {}).setdefault("maxUnavailable", 1)
+            strategy["rollingUpdate"].setdefault("maxSurge", 0)
 
 
 def _owner(obj: dict) -> dict:
