@@ -97,7 +97,7 @@ MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 TGB_FINALIZER = "elbv2.k8s.aws/resources"
 LBC_LABEL = ("app.kubernetes.io/name", "aws-load-balancer-controller")
 ESO_LABEL = ("app.kubernetes.io/name", "external-secrets")
-ENVOY_GATEWAY_LABEL = ("app.kubernetes.io/name", "gateway-helm")
+ENVOY_GATEWAY_LABEL = ("app.kubernetes.io/name", "gateway-helm", "envoy-gateway")  # the chart, or the stand-in
 ENVOY_CONTROLLER = "gateway.envoyproxy.io/gatewayclass-controller"
 WATCH_SECONDS_MAX = 300
 
