@@ -18,7 +18,7 @@ import requests
 import yaml
 
 from provisioner import kube
-from provisioner.simulation.fakekube import STANDIN_CHART, TGB_FINALIZER
+from provisioner.simulation.fakekube import TGB_FINALIZER
 from tests.census import cluster_census
 from tests.conftest import (CHART_MIRROR, LICENSE, REGION, installed_charts, mirrored_chart, run_cli,
                             write_config)
@@ -138,6 +138,64 @@ def test_the_operator_gets_an_access_entry_with_cluster_admin(shared_deployment)
     policies = eks.list_associated_access_policies(clusterName="acme-test-eks", principalArn=caller)
     assert [(p["policyArn"].rsplit("/", 1)[1], p["accessScope"]["type"])
             for p in policies["associatedAccessPolicies"]] == [("AmazonEKSClusterAdminPolicy", "cluster")]
+
+
+def test_eks_connection_writes_no_token_to_disk(shared_deployment):
+    """Reaching EKS directly: helm's kubeconfig runs `provisioner eks-token`; the CA comes
+    from describe_cluster; the API client carries a fresh token."""
+    from provisioner.aws import Aws
+    connection = kube._eks_connection(Aws(REGION), "acme-test-eks",
+                                      boto3.client("eks", region_name=REGION).describe_cluster(
+                                          name="acme-test-eks")["cluster"])
+    written = yaml.safe_load(open(connection.kubeconfig))
+    user = written["users"][0]["user"]
+    assert user["exec"]["args"][:4] == ["-m", "provisioner", "eks-token", "acme-test-eks"]
+    assert "token" not in user
+    assert oct(os.stat(connection.kubeconfig).st_mode & 0o777) == "0o600"
+    configuration = connection.api.configuration
+    configuration.refresh_api_key_hook(configuration)
+    assert configuration.api_key["authorization"].startswith("k8s-aws-v1.")
+    assert "k8s-aws-v1." not in open(connection.kubeconfig).read()
+
+
+def _api(kube_server, method, path, body=None, content_type="application/json"):
+    return requests.request(method, f"{kube_server.url}{path}", json=body, timeout=30,
+                            headers={"Content-Type": content_type})
+
+
+def _real_crd(chart: str, name: str, *settings: str) -> dict:
+    """A CRD exactly as the real chart in the mirror renders it."""
+    rendered = subprocess.run(["helm", "template", "x", str(CHART_MIRROR / chart), "--include-crds", *settings],
+                              capture_output=True, text=True, check=True, timeout=120).stdout
+    return next(d for d in yaml.safe_load_all(rendered)
+                if d and d["kind"] == "CustomResourceDefinition" and d["metadata"]["name"] == name)
+
+
+def _targets():
+    elbv2 = boto3.client("elbv2", region_name=REGION)
+    [group] = elbv2.describe_target_groups(Names=["acme-test-alb"])["TargetGroups"]
+    return [(t["Target"]["Id"], t["Target"]["Port"], t["TargetHealth"]["State"])
+            for t in elbv2.describe_target_health(TargetGroupArn=group["TargetGroupArn"])["TargetHealthDescriptions"]]
+
+
+def test_targets_are_the_ready_endpoints_of_the_bound_service_port(shared_deployment, kube_server):
+    """The load balancer controller registers the pods behind the binding's Service port:
+    a binding to a port the Service lacks, or to another Service, registers nothing."""
+    binding = "/apis/elbv2.k8s.aws/v1beta1/namespaces/langsmith/targetgroupbindings/langsmith-tgb"
+    pods = [p["status"]["podIP"] for p in kube_server.cluster.items("", "pods", "langsmith")
+            if p["metadata"]["labels"].get("app.kubernetes.io/name") == "langsmith"]
+    assert _targets() == [(pods[0], 8080, "healthy")]  # the frontend port 80 -> container port `frontend`
+    assert TGB_FINALIZER in obj(kube_server, "elbv2.k8s.aws", "targetgroupbindings", "langsmith",
+                                "langsmith-tgb")["metadata"]["finalizers"]
+    merge = "application/merge-patch+json"
+    assert _api(kube_server, "PATCH", binding, {"spec": {"serviceRef": {"port": 8080}}}, merge).ok  # not a Service port
+    assert _targets() == []
+    assert _api(kube_server, "PATCH", binding, {"spec": {"serviceRef": {"name": "langsmith-backend", "port": 80}}},
+                merge).ok
+    assert _targets() == []
+    assert _api(kube_server, "PATCH", binding, {"spec": {"serviceRef": {"name": "langsmith-frontend", "port": 80}}},
+                merge).ok
+    assert _targets() == [(pods[0], 8080, "healthy")]
 
 
 def test_verify_reports_a_release_and_the_secret_gone_missing(applied, kube_server):
@@ -290,38 +348,7 @@ def test_eks_token_is_a_presigned_sts_call_bound_to_the_cluster(aws):
     assert "x-k8s-aws-id" in query["X-Amz-SignedHeaders"][0] and query["X-Amz-Signature"]
 
 
-def test_eks_connection_writes_no_token_to_disk(applied):
-    """Reaching EKS directly: helm's kubeconfig runs `provisioner eks-token`; the CA comes
-    from describe_cluster; the API client carries a fresh token."""
-    from provisioner.aws import Aws
-    connection = kube._eks_connection(Aws(REGION), "acme-test-eks",
-                                      boto3.client("eks", region_name=REGION).describe_cluster(
-                                          name="acme-test-eks")["cluster"])
-    written = yaml.safe_load(open(connection.kubeconfig))
-    user = written["users"][0]["user"]
-    assert user["exec"]["args"][:4] == ["-m", "provisioner", "eks-token", "acme-test-eks"]
-    assert "token" not in user
-    assert oct(os.stat(connection.kubeconfig).st_mode & 0o777) == "0o600"
-    configuration = connection.api.configuration
-    configuration.refresh_api_key_hook(configuration)
-    assert configuration.api_key["authorization"].startswith("k8s-aws-v1.")
-    assert "k8s-aws-v1." not in open(connection.kubeconfig).read()
-
-
 # --- the fake cluster is as strict as the real one where it matters ---
-
-def _api(kube_server, method, path, body=None, content_type="application/json"):
-    return requests.request(method, f"{kube_server.url}{path}", json=body, timeout=30,
-                            headers={"Content-Type": content_type})
-
-
-def _real_crd(chart: str, name: str, *settings: str) -> dict:
-    """A CRD exactly as the real chart in the mirror renders it."""
-    rendered = subprocess.run(["helm", "template", "x", str(CHART_MIRROR / chart), "--include-crds", *settings],
-                              capture_output=True, text=True, check=True, timeout=120).stdout
-    return next(d for d in yaml.safe_load_all(rendered)
-                if d and d["kind"] == "CustomResourceDefinition" and d["metadata"]["name"] == name)
-
 
 def test_a_custom_kind_exists_only_while_its_crd_does(aws, kube_server):
     externals = "/apis/external-secrets.io/v1/namespaces/default/externalsecrets"
@@ -345,33 +372,6 @@ def test_a_custom_kind_exists_only_while_its_crd_does(aws, kube_server):
     assert gone.status_code == 200
     assert _api(kube_server, "GET", f"{externals}/x").status_code == 404
     assert kube_server.cluster.find("external-secrets.io", "externalsecrets", "default", "x") is None
-
-
-def _targets():
-    elbv2 = boto3.client("elbv2", region_name=REGION)
-    [group] = elbv2.describe_target_groups(Names=["acme-test-alb"])["TargetGroups"]
-    return [(t["Target"]["Id"], t["Target"]["Port"], t["TargetHealth"]["State"])
-            for t in elbv2.describe_target_health(TargetGroupArn=group["TargetGroupArn"])["TargetHealthDescriptions"]]
-
-
-def test_targets_are_the_ready_endpoints_of_the_bound_service_port(applied, kube_server):
-    """The load balancer controller registers the pods behind the binding's Service port:
-    a binding to a port the Service lacks, or to another Service, registers nothing."""
-    binding = "/apis/elbv2.k8s.aws/v1beta1/namespaces/langsmith/targetgroupbindings/langsmith-tgb"
-    pods = [p["status"]["podIP"] for p in kube_server.cluster.items("", "pods", "langsmith")
-            if p["metadata"]["labels"].get("app.kubernetes.io/name") == "langsmith"]
-    assert _targets() == [(pods[0], 8080, "healthy")]  # the frontend port 80 -> container port `frontend`
-    assert TGB_FINALIZER in obj(kube_server, "elbv2.k8s.aws", "targetgroupbindings", "langsmith",
-                                "langsmith-tgb")["metadata"]["finalizers"]
-    merge = "application/merge-patch+json"
-    assert _api(kube_server, "PATCH", binding, {"spec": {"serviceRef": {"port": 8080}}}, merge).ok  # not a Service port
-    assert _targets() == []
-    assert _api(kube_server, "PATCH", binding, {"spec": {"serviceRef": {"name": "langsmith-backend", "port": 80}}},
-                merge).ok
-    assert _targets() == []
-    assert _api(kube_server, "PATCH", binding, {"spec": {"serviceRef": {"name": "langsmith-frontend", "port": 80}}},
-                merge).ok
-    assert _targets() == [(pods[0], 8080, "healthy")]
 
 
 def test_a_binding_left_after_the_controller_is_gone_stays_stuck(applied, kube_server):
