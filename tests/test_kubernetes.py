@@ -32,7 +32,7 @@ BOOTSTRAP = ["aws-load-balancer-controller", "cluster-autoscaler", "metrics-serv
 def applied(aws, tmp_path):
     config = write_config(tmp_path / "config.yaml")
     result = run_cli("apply", config, "--yes")
-    assert result.code == 0, result
+    assert result.code == 0, [line for line in result.out.splitlines() if "failed" in line]
     return config
 
 
