@@ -1,17 +1,24 @@
-"""Where each Helm release comes from: the pinned chart versions, and the config's overrides.
+"""Where each Helm release comes from: the pinned chart versions, a chart mirror, and the
+config's overrides.
 
 Versions follow the Terraform reference where it pins one; where it does not (the load
-balancer controller, metrics-server) they are the current stable releases. A
-`charts.<release>` entry in the config replaces repo, chart or version, so an
-air-gapped mirror, an oci:// reference or a local chart directory can stand in.
+balancer controller, metrics-server) they are the current stable releases. A chart
+mirror (config `chart_mirror` or PROVISIONER_CHART_MIRROR) is a directory of
+`<chart>-<version>.tgz`, as `helm pull` saves them; a release whose pinned chart is
+there installs from it, any other from its upstream repository. A `charts.<release>`
+entry in the config wins over both: it replaces repo, chart or version, so a private
+repository, an oci:// reference, a local chart directory or a .tgz can stand in.
 """
 
 from __future__ import annotations
 
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+MIRROR_ENVIRONMENT = "PROVISIONER_CHART_MIRROR"
 
 
 @dataclass(frozen=True)
@@ -39,7 +46,7 @@ class ChartSource:
         return self.version
 
     def _local_metadata(self) -> dict:
-        return yaml.safe_load((Path(self.chart).expanduser() / "Chart.yaml").read_text())
+        return local_chart_metadata(Path(self.chart).expanduser())
 
     def install_args(self) -> list[str]:
         args = [str(Path(self.chart).expanduser()) if self.is_local else self.chart]
@@ -75,10 +82,32 @@ DEFAULT_CHARTS: dict[str, ChartSource] = {
 HELM_RELEASES = tuple(DEFAULT_CHARTS)
 
 
+def local_chart_metadata(path: Path) -> dict:
+    """Chart.yaml of a chart directory or of a packaged chart (<name>/Chart.yaml inside the .tgz)."""
+    if path.is_dir():
+        return yaml.safe_load((path / "Chart.yaml").read_text())
+    with tarfile.open(path) as packaged:
+        member = next(m for m in packaged.getmembers() if m.name.count("/") == 1 and m.name.endswith("/Chart.yaml"))
+        return yaml.safe_load(packaged.extractfile(member).read())
+
+
+def mirrored(mirror: str | None, release: str) -> Path | None:
+    """The release's pinned chart in the mirror directory, if it is there."""
+    if not mirror:
+        return None
+    default = DEFAULT_CHARTS[release]
+    packaged = Path(mirror).expanduser() / f"{default.chart.rstrip('/').rsplit('/', 1)[-1]}-{default.version}.tgz"
+    return packaged if packaged.is_file() else None
+
+
 def chart_source(config, release: str) -> ChartSource:
-    """The default source with the config's override laid over it. A local chart or an
-    oci:// reference drops the default repo; a local chart without a version uses its own."""
+    """The default source with the config's override laid over it, or the mirror's copy of
+    the pinned chart when there is no override. A local chart or an oci:// reference drops
+    the default repo; a local chart without a version uses its own."""
     default, override = DEFAULT_CHARTS[release], config["charts"].get(release, {})
+    packaged = None if override else mirrored(config.get("chart_mirror"), release)
+    if packaged is not None:
+        return ChartSource(default.namespace, None, str(packaged), "")
     chart = override.get("chart", default.chart)
     repo = override.get("repo", default.repo if "chart" not in override else None)
     version = override.get("version", default.version if "chart" not in override else "")

@@ -162,7 +162,7 @@ def run_sandboxed(args, config, stdin, stdout, stderr) -> int:
     if world is None:
         return COMMAND_HANDLERS[args.command](args, config, backend, stdin, out)
     with sandbox.pointed_at(world, config["region"]):
-        code = COMMAND_HANDLERS[args.command](args, sandbox.sandboxed(config, world), backend, stdin, out)
+        code = COMMAND_HANDLERS[args.command](args, sandbox.sandboxed(config, world, say), backend, stdin, out)
     if args.command == "destroy" and code == 0:
         sandbox.stop(directory)
         say("destroy complete; the simulator is stopped.\n")

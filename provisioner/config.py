@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .charts import HELM_RELEASES
+from .charts import HELM_RELEASES, MIRROR_ENVIRONMENT
 
 from .errors import ConfigError
 
@@ -94,6 +94,7 @@ SCHEMA: dict[str, Field] = {
     "state": Field(dict, {}, "Where the state lives: {backend: local, path} (default state/{deployment}.json) or {backend: s3, bucket, key, region, lease_seconds}."),
     "kubernetes": Field(dict, {}, "How to reach the cluster: {kubeconfig, context} override the EKS endpoint and token."),
     "charts": Field(dict, {}, "Per-release chart source overrides: {<release>: {repo, chart, version}}."),
+    "chart_mirror": Field(str, "", f"Directory of <chart>-<version>.tgz looked in before the upstream repositories; falls back to ${MIRROR_ENVIRONMENT}."),
 }
 
 # section -> key -> (type, allowed values or None)
@@ -206,6 +207,8 @@ def validate(raw: Any, environ) -> Config:
         cfg[key] = value
     if not cfg.get("region"):
         cfg["region"] = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+    if not cfg.get("chart_mirror"):
+        cfg["chart_mirror"] = environ.get(MIRROR_ENVIRONMENT, "")
     problems += _check_values(cfg) + _check_combinations(cfg) + _check_sections(cfg)
     if problems:
         raise ConfigError(problems)
@@ -389,7 +392,12 @@ def _check_sections(cfg: Config) -> list[str]:
             problems.append(f"charts.{release}: expected a mapping with keys among {', '.join(CHART_KEYS)}")
         elif _missing_local_chart(source):
             problems.append(f"charts.{release}.chart: {source['chart']!r} has no Chart.yaml; give a chart directory, "
-                            "an oci:// reference, or a chart name together with `repo`")
+                            "a packaged chart (.tgz), an oci:// reference, or a chart name together with `repo`")
+    mirror = cfg["chart_mirror"]
+    if mirror and not os.path.isdir(os.path.expanduser(mirror)):
+        problems.append(f"chart_mirror: directory {mirror!r} not found (from the config or ${MIRROR_ENVIRONMENT}); point "
+                        "it at a directory of <chart>-<version>.tgz as `helm pull` saves them, or remove it to use "
+                        "the upstream repositories")
     kubeconfig = cfg["kubernetes"].get("kubeconfig")
     if isinstance(kubeconfig, str) and not os.path.isfile(os.path.expanduser(kubeconfig)):
         problems.append(f"kubernetes.kubeconfig: file {kubeconfig!r} not found; point it at a kubeconfig or remove "
@@ -401,7 +409,10 @@ def _missing_local_chart(source: dict) -> bool:
     chart = source.get("chart")
     if not isinstance(chart, str) or source.get("repo") or chart.startswith("oci://"):
         return False
-    return not os.path.isfile(os.path.join(os.path.expanduser(chart), "Chart.yaml"))
+    path = os.path.expanduser(chart)
+    if chart.endswith(".tgz"):
+        return not os.path.isfile(path)
+    return not os.path.isfile(os.path.join(path, "Chart.yaml"))
 
 
 def _suggest(key, known) -> str:

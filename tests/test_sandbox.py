@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from provisioner.charts import DEFAULT_CHARTS, mirrored
 from provisioner.simulation import sandbox
-from tests.conftest import run_cli
+from tests.conftest import CHART_MIRROR, STANDIN_RELEASES, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,11 +34,22 @@ def no_aws_environment() -> dict:
     return {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "LANGSMITH_LICENSE_KEY"}
 
 
-def run(command: str, cwd: Path) -> subprocess.CompletedProcess:
+def run(command: str, cwd: Path, **environment: str) -> subprocess.CompletedProcess:
     argv = command.split()
     assert argv[:3] == ["python", "-m", "provisioner"], command
-    return subprocess.run([sys.executable, *argv[1:]], cwd=cwd, env=no_aws_environment(), capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run([sys.executable, *argv[1:]], cwd=cwd, env={**no_aws_environment(), **environment},
+                          capture_output=True, text=True, timeout=300)
+
+
+def mirror_without_standin_releases(directory: Path) -> Path:
+    """The chart mirror less the charts the tests still replace (STANDIN_RELEASES): those
+    releases are then in no mirror and no reachable repository, and fall back to the stand-in."""
+    directory.mkdir()
+    left_out = {mirrored(str(CHART_MIRROR), release).name for release in STANDIN_RELEASES}
+    for packaged in CHART_MIRROR.glob("*.tgz"):
+        if packaged.name not in left_out:
+            (directory / packaged.name).symlink_to(packaged)
+    return directory
 
 
 def simulator_processes(directory: Path) -> list[int]:
@@ -66,8 +78,9 @@ def test_readme_sandbox_commands_work_end_to_end_as_separate_processes(tmp_path)
     assert apply == "python -m provisioner apply config/examples/sandbox.yaml"
     shutil.copytree(ROOT / "config", tmp_path / "config")
     directory = tmp_path / "state" / "sandbox-demo.json.sandbox"
+    mirror = {"PROVISIONER_CHART_MIRROR": str(mirror_without_standin_releases(tmp_path / "charts"))}
 
-    applied = run(apply, tmp_path)
+    applied = run(apply, tmp_path, **mirror)
     assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
     lines = applied.stdout.splitlines()
     assert lines and all(line.startswith("[sandbox] ") for line in lines)
@@ -75,23 +88,28 @@ def test_readme_sandbox_commands_work_end_to_end_as_separate_processes(tmp_path)
     assert "Apply complete" in applied.stdout and "13 steps ok" in applied.stdout
     for step in ("vpc", "eks", "firewall", "k8s_bootstrap", "langsmith"):
         assert re.search(rf"\] {step} +created in", applied.stdout), step
+    for release in ("aws-load-balancer-controller", "keda", "external-secrets", "cert-manager"):  # the real charts
+        chart = mirrored(str(CHART_MIRROR), release).name.removesuffix(".tgz")
+        assert f"helm upgrade --install {release} ({chart})" in applied.stdout
     assert "helm upgrade --install langsmith (standin-0.1.0)" in applied.stdout
+    assert (f"stand-in charts (SIMULATION) for {', '.join(r for r in DEFAULT_CHARTS if r in STANDIN_RELEASES)}: "
+            "not in the chart mirror") in applied.stdout
     assert "LangSmith would answer at http://sandbox-demo-alb" in applied.stdout
     info = json.loads((directory / "sandbox.json").read_text())
     assert simulator_processes(directory) == [info["pid"]]
 
-    state = run(status, tmp_path)
+    state = run(status, tmp_path, **mirror)
     assert state.returncode == 0 and f"pid {info['pid']}" in state.stdout
     assert re.search(r"langsmith +created", state.stdout)
-    checked = run(verify, tmp_path)
+    checked = run(verify, tmp_path, **mirror)
     assert checked.returncode == 0, checked.stdout[-3000:]
     assert "1/1 targets healthy" in checked.stdout and "Verify: everything matches the config." in checked.stdout
-    shown = run(outputs, tmp_path)
+    shown = run(outputs, tmp_path, **mirror)
     assert shown.returncode == 0 and 'langsmith.url = "http://sandbox-demo-alb' in shown.stdout
     assert "sandbox-license-not-real" not in applied.stdout + checked.stdout + shown.stdout
     assert "sandbox-license-not-real" not in (tmp_path / "state" / "sandbox-demo.json").read_text()
 
-    gone = run(destroy, tmp_path)
+    gone = run(destroy, tmp_path, **mirror)
     assert gone.returncode == 0, gone.stdout[-3000:]
     assert "Destroy complete" in gone.stdout and "the simulator is stopped" in gone.stdout
     assert simulator_processes(directory) == [] and not (directory / "sandbox.json").exists()

@@ -416,21 +416,23 @@ def ssm_resolver(endpoint: str, region: str = "us-east-1"):
 
 def target_registrar(endpoint: str, region: str = "us-east-1"):
     """For the fake cluster's stand-in load balancer controller: make a simulated target
-    group's targets exactly the given IPs (a group already deleted is left alone)."""
+    group's targets exactly the given (pod IP, port) pairs (a group already deleted is left alone)."""
     import boto3
     from botocore.exceptions import ClientError
     elbv2 = boto3.session.Session().client("elbv2", region_name=region, endpoint_url=endpoint,
                                            aws_access_key_id="simulated", aws_secret_access_key="simulated")
 
-    def register(target_group_arn: str, ips: list[str]) -> None:
+    def register(target_group_arn: str, targets: list[tuple[str, int]]) -> None:
+        wanted = {(ip, port) for ip, port in targets}
         try:
-            current = {t["Target"]["Id"] for t in elbv2.describe_target_health(
+            current = {(t["Target"]["Id"], t["Target"]["Port"]) for t in elbv2.describe_target_health(
                 TargetGroupArn=target_group_arn)["TargetHealthDescriptions"]}
-            if current - set(ips):
+            if current - wanted:
                 elbv2.deregister_targets(TargetGroupArn=target_group_arn,
-                                         Targets=[{"Id": ip} for ip in current - set(ips)])
-            if set(ips) - current:
-                elbv2.register_targets(TargetGroupArn=target_group_arn, Targets=[{"Id": ip} for ip in ips])
+                                         Targets=[{"Id": ip, "Port": port} for ip, port in current - wanted])
+            if wanted - current:
+                elbv2.register_targets(TargetGroupArn=target_group_arn,
+                                       Targets=[{"Id": ip, "Port": port} for ip, port in sorted(wanted - current)])
         except ClientError:
             pass  # the target group is gone (or the account was reset): nothing to register in
     return register

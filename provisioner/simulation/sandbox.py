@@ -16,19 +16,24 @@ environment variables and a kubeconfig.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..charts import DEFAULT_CHARTS, MIRROR_ENVIRONMENT, mirrored
 from ..errors import SandboxError
+from .fakekube import FakeKubeServer
 
 PREFIX = "[sandbox] "
 START_TIMEOUT_SECONDS = 60
@@ -188,15 +193,37 @@ def pointed_at(sandbox: Sandbox, region: str):
         waiting.set_time_scale(scale)
 
 
-def sandboxed(config, sandbox: Sandbox):
-    """The config with the cluster reached through the simulator's kubeconfig and every
-    chart replaced by the stand-in chart (named as such: standin-0.1.0)."""
-    from ..charts import HELM_RELEASES
-    from .fakekube import FakeKubeServer
+def sandboxed(config, sandbox: Sandbox, say):
+    """The config with the cluster reached through the simulator's kubeconfig, and each
+    chart from the chart mirror (chart_mirror or PROVISIONER_CHART_MIRROR) when it holds
+    it, else from its upstream repository; only a release neither can give falls back to
+    the SIMULATION stand-in chart (named as such: standin-0.1.0), and that is said."""
     copy = type(config)(config)
     copy["kubernetes"] = {"kubeconfig": sandbox.kubeconfig}
-    copy["charts"] = FakeKubeServer.standin_charts(HELM_RELEASES)
+    copy["charts"] = dict(config["charts"])
+    standins = [release for release in DEFAULT_CHARTS if release not in copy["charts"]
+                and mirrored(config["chart_mirror"], release) is None and not _reachable(DEFAULT_CHARTS[release])]
+    copy["charts"].update(FakeKubeServer.standin_charts(standins))
+    if standins:
+        mirror = config["chart_mirror"] or f"none given: set chart_mirror or {MIRROR_ENVIRONMENT}"
+        say(f"stand-in charts (SIMULATION) for {', '.join(standins)}: not in the chart mirror ({mirror}) and "
+            "their upstream repositories cannot be reached\n")
     return copy
+
+
+@functools.lru_cache(maxsize=None)
+def _host_answers(host: str) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+def _reachable(source) -> bool:
+    """Whether helm could pull the chart from its upstream repository (its host answers)."""
+    url = source.repo or "https://" + source.chart.removeprefix("oci://")
+    return _host_answers(urllib.parse.urlparse(url).hostname or "")
 
 
 def banner(sandbox: Sandbox | None, config_path: str) -> str:
@@ -205,7 +232,7 @@ def banner(sandbox: Sandbox | None, config_path: str) -> str:
     latency = f", latency x{sandbox.latency}" if sandbox.latency else ""
     return (f"SIMULATION: no AWS account is used and nothing costs money.\n"
             f"AWS simulator (moto) at {sandbox.aws_endpoint}, simulated EKS API at {sandbox.kube_url} "
-            f"(pid {sandbox.pid}{latency}); real helm, stand-in charts.\n"
+            f"(pid {sandbox.pid}{latency}); real helm.\n"
             f"Stop it with: python -m provisioner sandbox stop {config_path}\n")
 
 
