@@ -234,8 +234,14 @@ class Vpc(Step):
             delete_route_table(ec2, table)
         for igw in ec2.describe_internet_gateways(Filters=[{"Name": "attachment.vpc-id", "Values": [vpc_id]}])[
                 "InternetGateways"]:
-            ec2.detach_internet_gateway(InternetGatewayId=igw["InternetGatewayId"], VpcId=vpc_id)
-            ec2.delete_internet_gateway(InternetGatewayId=igw["InternetGatewayId"])
+            gateway = igw["InternetGatewayId"]
+            # AWS refuses the detach while an address in the VPC is public ("has some mapped public
+            # address(es)"), and a deleted load balancer's or NAT's addresses linger for minutes:
+            # retried, as terraform-provider-aws does (hashicorp/terraform#1325).
+            delete_with_retry(lambda g=gateway: ec2.detach_internet_gateway(InternetGatewayId=g, VpcId=vpc_id),
+                              f"the attachment of internet gateway {gateway}", lambda: explain_vpc(ec2, vpc_id),
+                              ctx.progress)
+            ec2.delete_internet_gateway(InternetGatewayId=gateway)
         for subnet in ec2.describe_subnets(Filters=in_vpc)["Subnets"]:
             delete_with_retry(lambda s=subnet["SubnetId"]: ec2.delete_subnet(SubnetId=s),
                               f"subnet {subnet['SubnetId']}", lambda: explain_vpc(ec2, vpc_id), ctx.progress)

@@ -28,6 +28,8 @@ Small, honest test doubles fill what moto 5.2.5 lacks:
   own, for life (snapshots carry it); here too.
 - EKS version updates (cluster, node group, add-on): see eks_versions.
 - Network Firewall rule groups, policies, endpoints and deletes: see simulated_firewall.
+- Where moto is kinder than AWS (DependencyViolation, ACM validation and in-use
+  certificates, VPC endpoint states): see strict, always on.
 """
 
 import json
@@ -53,6 +55,7 @@ from werkzeug.serving import make_server
 
 from . import eks_versions
 from . import firewall as simulated_firewall
+from . import strict
 from .realistic import RealisticAws
 
 
@@ -321,6 +324,7 @@ def install() -> None:
     responses.ElastiCacheResponse.delete_cache_subnet_group = _delete_cache_subnet_group_response
     models.ElastiCacheBackend.describe_replication_groups = _describe_replication_groups
     eks_versions.install()
+    strict.install()
 
 
 # Realistic times to create (seconds), as AWS takes them; simulate_latency scales them.
