@@ -107,6 +107,7 @@ def test_an_interface_endpoint_is_pending_at_first_and_deleting_before_it_is_gon
     assert {s.lower() for s in states} <= {s.lower() for s in EC2_MODEL.shape_for("State").enum}
     assert _refused(ec2.delete_vpc, VpcId=vpc)[0] == "DependencyViolation"
     ec2.delete_vpc_endpoints(VpcEndpointIds=[endpoint["VpcEndpointId"]])
+    ec2.delete_vpc_endpoints(VpcEndpointIds=[endpoint["VpcEndpointId"]])  # again, as a resumed destroy does
     in_vpc = [{"Name": "vpc-id", "Values": [vpc]}]
     assert [e["State"] for e in ec2.describe_vpc_endpoints(Filters=in_vpc)["VpcEndpoints"]] == ["deleting"]
     assert ec2.describe_vpc_endpoints(Filters=in_vpc)["VpcEndpoints"] == []

@@ -232,8 +232,11 @@ def _create_vpc_endpoint(self, *args, **kwargs):
 
 
 def _delete_vpc_endpoints(self, vpce_ids=None):
-    known = [self.vpc_end_points[i] for i in vpce_ids or [] if i in self.vpc_end_points]
-    _original_delete_endpoints(self, vpce_ids)
+    """A second delete of an endpoint already deleting is accepted, as in AWS (moto would
+    remove its routes twice and answer InvalidRoute.NotFound)."""
+    known = [self.vpc_end_points[i] for i in vpce_ids or [] if i in self.vpc_end_points
+             and self.vpc_end_points[i].state not in ("deleting", "deleted")]
+    _original_delete_endpoints(self, [e.id for e in known])
     for endpoint in known:
         endpoint.state, endpoint.strict_describes_deleting = "deleting", 1
 
