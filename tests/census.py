@@ -381,8 +381,12 @@ FINAL_SNAPSHOT = re.compile(r"-final-\d+$")
 
 
 def kept_on_purpose(entry: tuple[str, str]) -> bool:
-    """What destroy leaves on purpose: the RDS final snapshot (unless skip_final_snapshot)."""
-    return entry[0] == "db-snapshot" and bool(FINAL_SNAPSHOT.search(entry[1]))
+    """What destroy leaves on purpose: the RDS final snapshot (unless skip_final_snapshot),
+    and the CRDs the charts installed: helm never deletes CRDs (crds/ directories, and
+    templates marked helm.sh/resource-policy: keep, as cert-manager's are); on EKS they go
+    with the cluster, which the eks step's destroy deletes."""
+    return (entry[0] == "db-snapshot" and bool(FINAL_SNAPSHOT.search(entry[1]))) or \
+        entry[0] == "customresourcedefinitions.apiextensions.k8s.io"
 
 
 def difference(before: Counter, after: Counter) -> dict:

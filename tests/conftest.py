@@ -29,7 +29,7 @@ CHART_MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "charts"
 #   authType, hostname, HPA with KEDA; findings 1-6);
 # - istio-ingressgateway: Istio's gateway chart at the pinned 1.23.0 fails its own values schema
 #   under helm 3.19 even with no values (finding 8; the pin moves to 1.28.10 with those fixes).
-STANDIN_RELEASES = ("langsmith", "istio-ingressgateway")
+STANDIN_RELEASES = ()
 
 REGION = "us-east-1"
 LICENSE = "lic-TEST-0000-very-secret-license"

@@ -9,12 +9,12 @@ import json
 
 import boto3
 import pytest
-import yaml
 
 from steps.ingress import RELEASES
 from tests.census import census, cluster_census, cluster_changes
 from tests.conftest import STANDIN_RELEASES, REGION, installed_charts, mirrored_chart, run_cli, write_config
 from tests.faults import AwsCalls
+from tests.test_kubernetes import helm_values
 
 DEPLOYMENT = "acme-test"
 DOMAIN = "langsmith.example.com"
@@ -276,8 +276,7 @@ def test_langsmith_values_carry_outputs_and_no_secret(aws, tmp_path, kube_server
     config = write_config(tmp_path / "config.yaml", enable_langsmith_deployments=True, langsmith_sizing="dev",
                           langsmith_domain=DOMAIN)
     assert run_cli("apply", config, "--yes").code == 0
-    config_map = kube_server.cluster.find("", "configmaps", "langsmith", "langsmith-standin-values")
-    values = yaml.safe_load(config_map["data"]["values.yaml"])
+    values = helm_values("langsmith", "langsmith")  # what helm stored for the real chart's release
     state = json.loads(open(f"state/{DEPLOYMENT}.json").read())["steps"]
     bucket = state["storage"]["outputs"]["bucket_name"]
     role = state["storage"]["outputs"]["langsmith_role_arn"]

@@ -31,6 +31,8 @@ Small, honest test doubles fill what moto 5.2.5 lacks:
 - EKS version updates (cluster, node group, add-on): see eks_versions.
 - Network Firewall rule groups, policies, endpoints and deletes: see simulated_firewall.
 - Route 53 CallerReferences stay taken after their zone is deleted: see simulated_route53.
+- Where moto is kinder than AWS (DependencyViolation, ACM validation and in-use
+  certificates, VPC endpoint states): see strict, always on.
 """
 
 import json
@@ -58,6 +60,7 @@ from . import calls as call_record
 from . import eks_versions
 from . import firewall as simulated_firewall
 from . import route53 as simulated_route53
+from . import strict
 from .realistic import RealisticAws
 
 
@@ -352,6 +355,7 @@ def install() -> None:
     responses.ElastiCacheResponse.delete_cache_subnet_group = _delete_cache_subnet_group_response
     models.ElastiCacheBackend.describe_replication_groups = _describe_replication_groups
     eks_versions.install()
+    strict.install()
 
 
 # Realistic times to create (seconds), as AWS takes them; simulate_latency scales them.
