@@ -24,11 +24,8 @@ from tests.census import remember_fresh_account
 from tests.faults import PRODUCT_CALLER
 
 CHART_MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "charts"
-# Every release installs its real chart, except, until the chart-values fixes of issue 11 land:
-# - langsmith: the real chart 0.16.0 refuses the values we send today (its templates/validate.yaml:
-#   authType, hostname, HPA with KEDA; findings 1-6);
-# - istio-ingressgateway: Istio's gateway chart at the pinned 1.23.0 fails its own values schema
-#   under helm 3.19 even with no values (finding 8; the pin moves to 1.28.10 with those fixes).
+# Every release installs its real chart from the mirror; a release whose real chart cannot be
+# installed would be listed here, with the reason, and get the stand-in chart instead.
 STANDIN_RELEASES = ()
 
 REGION = "us-east-1"
