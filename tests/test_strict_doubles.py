@@ -214,3 +214,24 @@ def test_destroy_waits_out_a_public_address_that_lingers_in_the_vpc(applied):
         remover.join()
     assert result.code == 0, result
     assert census(DEPLOYMENT) == {}
+
+
+def test_a_db_subnet_group_is_held_while_its_instance_is_deleting(aws):
+    """RDS refuses DeleteDBSubnetGroup while any instance, even one being deleted, uses it."""
+    import pytest
+    from botocore.exceptions import ClientError
+    ec2, rds = boto3.client("ec2", region_name=REGION), boto3.client("rds", region_name=REGION)
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.9.{i}.0/24", AvailabilityZone=f"{REGION}{z}")["Subnet"][
+        "SubnetId"] for i, z in ((1, "a"), (2, "b"))]
+    rds.create_db_subnet_group(DBSubnetGroupName="held", DBSubnetGroupDescription="x", SubnetIds=subnets)
+    rds.create_db_instance(DBInstanceIdentifier="db1", Engine="postgres", DBInstanceClass="db.t3.micro",
+                           MasterUsername="u", MasterUserPassword="password1", AllocatedStorage=20,
+                           DBSubnetGroupName="held")
+    rds.delete_db_instance(DBInstanceIdentifier="db1", SkipFinalSnapshot=True)
+    with pytest.raises(ClientError) as refused:
+        rds.delete_db_subnet_group(DBSubnetGroupName="held")
+    assert refused.value.response["Error"]["Code"] == "InvalidDBSubnetGroupStateFault"
+    assert [i["DBInstanceStatus"] for i in rds.describe_db_instances()["DBInstances"]] == ["deleting"]
+    assert rds.describe_db_instances()["DBInstances"] == []
+    rds.delete_db_subnet_group(DBSubnetGroupName="held")

@@ -45,6 +45,13 @@ ACM:
   use." from dfds/infrastructure-modules #5 and terraform-provider-aws #3866). Its
   InUseBy lists the load balancers, as AWS's describe does (moto: empty for ELBv2).
 
+RDS:
+- a deleted DB instance is 'deleting' for one describe, then gone (moto: gone at once;
+  AWS takes minutes), and until it is gone its DB subnet group cannot be deleted:
+  InvalidDBSubnetGroupStateFault (botocore RDS model, DeleteDBSubnetGroup; message
+  "Cannot delete the subnet group '...' because at least one database instance: ... is
+  still using it." from terraform-provider-aws issues on aws_db_subnet_group).
+
 VPC endpoints (botocore EC2 model, State: Pending, Available, Deleting, Deleted, ...):
 - an interface endpoint is 'pending' when created and for the next describe, then
   'available' (the AWS CLI's create-vpc-endpoint examples: a gateway endpoint answers
@@ -56,6 +63,8 @@ VPC endpoints (botocore EC2 model, State: Pending, Available, Deleting, Deleted,
 from __future__ import annotations
 
 from moto.acm import models as acm_models
+from moto.rds import models as rds_models
+from moto.rds.exceptions import RDSClientError
 from moto.core.exceptions import AWSError
 from moto.ec2.exceptions import DependencyViolationError, EC2ClientError
 from moto.ec2.models.nat_gateways import NatGatewayBackend
@@ -311,6 +320,42 @@ def _describe(self) -> dict:
 _installed = []
 
 
+class InvalidDBSubnetGroupStateFault(RDSClientError):
+    def __init__(self, group: str, instance: str):
+        super().__init__("InvalidDBSubnetGroupStateFault", f"Cannot delete the subnet group '{group}' because at "
+                         f"least one database instance: {instance} is still using it.")
+
+
+_original_delete_db_instance = rds_models.RDSBackend.delete_db_instance
+_original_describe_db_instances = rds_models.RDSBackend.describe_db_instances
+_original_delete_subnet_group = rds_models.RDSBackend.delete_subnet_group
+
+
+def _delete_db_instance(self, db_instance_identifier, *args, **kwargs):
+    database = _original_delete_db_instance(self, db_instance_identifier, *args, **kwargs)
+    database.status, database._strict_seen_deleting = "deleting", False
+    self.databases[db_instance_identifier] = database  # still there, deleting, until described once
+    return database
+
+
+def _describe_db_instances(self, *args, **kwargs):
+    for name, database in list(self.databases.items()):
+        if getattr(database, "_strict_seen_deleting", False):
+            del self.databases[name]
+    found = _original_describe_db_instances(self, *args, **kwargs)
+    for database in found:
+        if hasattr(database, "_strict_seen_deleting"):
+            database._strict_seen_deleting = True
+    return found
+
+
+def _delete_subnet_group(self, subnet_name):
+    for database in self.databases.values():
+        if getattr(database, "_db_subnet_group_name", None) == subnet_name:
+            raise InvalidDBSubnetGroupStateFault(subnet_name, database.db_instance_identifier)
+    return _original_delete_subnet_group(self, subnet_name)
+
+
 def install() -> None:
     if _installed:
         return
@@ -328,3 +373,6 @@ def install() -> None:
     acm_models.CertBundle.check = _check
     acm_models.CertBundle.describe = _describe
     acm_models.AWSCertificateManagerBackend.delete_certificate = _delete_certificate
+    rds_models.RDSBackend.delete_db_instance = _delete_db_instance
+    rds_models.RDSBackend.describe_db_instances = _describe_db_instances
+    rds_models.RDSBackend.delete_subnet_group = _delete_subnet_group
