@@ -24,9 +24,12 @@ from tests.census import remember_fresh_account
 from tests.faults import PRODUCT_CALLER
 
 CHART_MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "charts"
-# Every release installs its real chart from the mirror; a release whose real chart cannot be
-# installed would be listed here, with the reason, and get the stand-in chart instead.
-STANDIN_RELEASES = ()
+# Every release installs its real chart from the mirror except langsmith, which still gets the
+# stand-in here: with the real 0.16.0 chart installed into the fake cluster, its hook Jobs outlive
+# the release (the crash sweep's destroy check), in-cluster Postgres mode fails to apply, and apply
+# failed now and then under load. Its values are held to the real chart by
+# tests/test_chart_contracts.py (helm template of the real chart in 12 modes).
+STANDIN_RELEASES = ("langsmith",)
 
 REGION = "us-east-1"
 LICENSE = "lic-TEST-0000-very-secret-license"

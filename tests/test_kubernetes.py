@@ -418,7 +418,7 @@ def test_the_chart_mirror_is_used_before_the_repository_and_an_override_wins(tmp
     keda = chart_source(mirrored_config, "keda")
     assert keda.install_args() == [str(CHART_MIRROR / "keda-2.19.0.tgz")] and keda.chart_name == "keda"
     assert chart_source(mirrored_config, "envoy-gateway").chart == str(CHART_MIRROR / "gateway-helm-v1.3.0.tgz")
-    assert chart_source(mirrored_config, "istio-ingressgateway").chart == str(CHART_MIRROR / "gateway-1.23.0.tgz")
+    assert chart_source(mirrored_config, "istio-ingressgateway").chart == str(CHART_MIRROR / "gateway-1.28.10.tgz")
     cert_manager = chart_source(validate(base, {"PROVISIONER_CHART_MIRROR": str(CHART_MIRROR)}), "cert-manager")
     assert f"{cert_manager.chart_name}-{cert_manager.pinned_version}" == "cert-manager-v1.20.0"
     assert chart_source(validate(base, {}), "keda").install_args() == [

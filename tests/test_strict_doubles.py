@@ -182,7 +182,7 @@ def test_destroy_stops_at_a_foreign_instance_in_its_subnet_names_it_and_finishes
     ec2.terminate_instances(InstanceIds=[foreign])
     finished = run_cli("destroy", config, "--yes")
     assert finished.code == 0, finished
-    assert census(DEPLOYMENT) == {}
+    assert census() == {}
 
 
 def test_destroy_waits_out_a_public_address_that_lingers_in_the_vpc(applied):
@@ -213,7 +213,7 @@ def test_destroy_waits_out_a_public_address_that_lingers_in_the_vpc(applied):
     finally:
         remover.join()
     assert result.code == 0, result
-    assert census(DEPLOYMENT) == {}
+    assert census() == {}
 
 
 def test_a_db_subnet_group_is_held_while_its_instance_is_deleting(aws):
