@@ -14,9 +14,11 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 
 import yaml
 
+from . import waiting
 from .charts import ChartSource
 from .errors import StepError
 
@@ -25,8 +27,20 @@ PENDING = ("pending-install", "pending-upgrade", "pending-rollback")
 TIMEOUT_ENVIRONMENT = "PROVISIONER_HELM_TIMEOUT"
 
 
+# What helm (client-go, Go's net/http) prints when it lost the API server for a moment: an
+# EKS endpoint drops connections while its control plane scales or updates, and a busy one
+# answers 503 "the server is currently unable to handle the request" (apimachinery
+# StatusReasonServiceUnavailable). The operation is run again, from the release's state.
+TRANSIENT = ("connection reset by peer", '": EOF', "i/o timeout", "TLS handshake timeout", "unexpected EOF",
+             "http2: client connection lost", "the server is currently unable to handle the request",
+             "etcdserver: request timed out", "connection refused")
+ATTEMPTS, PAUSE_SECONDS = 3, 5.0
+
+
 class HelmError(StepError):
-    pass
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 class Helm:
@@ -53,8 +67,21 @@ class Helm:
         except subprocess.TimeoutExpired:
             raise HelmError(f"helm {args[0]} {args[1]} did not finish in time; run apply again to recover the release")
         if done.returncode != 0:
-            raise HelmError(f"helm {' '.join(args[:2])} failed: {done.stderr.strip()[-800:]}")
+            raise HelmError(f"helm {' '.join(args[:2])} failed: {done.stderr.strip()[-800:]}",
+                            transient=any(text in done.stderr for text in TRANSIENT))
         return done.stdout
+
+    @staticmethod
+    def _again_if_transient(operation, what: str, progress):
+        """operation() again (it starts from the release's state) when helm lost the API server."""
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return operation(attempt)
+            except HelmError as error:
+                if not error.transient or attempt == ATTEMPTS:
+                    raise
+                progress(f"{what}: the API server dropped helm's connection; trying again")
+                time.sleep(PAUSE_SECONDS * waiting.TIME_SCALE)
 
     def release(self, name: str, namespace: str) -> dict | None:
         """The release as `helm list` reports it (status, chart, revision), in any state."""
@@ -89,6 +116,12 @@ class Helm:
         to pass back as `previous` next time: when helm still reports that revision, deployed
         at the wanted chart, and the values have the same digest, nothing is run at all.
         `listed` is the output of all_releases(), to save one helm call per release."""
+        return self._again_if_transient(
+            lambda attempt: self._ensure(name, source, values, progress, listed if attempt == 1 else None, previous),
+            f"release {name}", progress)
+
+    def _ensure(self, name: str, source: ChartSource, values: dict, progress, listed: dict | None,
+                previous: dict | None) -> dict:
         namespace = source.namespace
         found = listed.get((namespace, name)) if listed is not None else self.release(name, namespace)
         release = self.recover(name, namespace, found, progress)
@@ -113,7 +146,11 @@ class Helm:
         self.on_change()
         return {"revision": int(done["version"]), "values_digest": digest}
 
-    def uninstall(self, name: str, namespace: str) -> bool:
+    def uninstall(self, name: str, namespace: str, progress=lambda message: None) -> bool:
+        return self._again_if_transient(lambda attempt: self._uninstall(name, namespace),
+                                        f"uninstalling {name}", progress)
+
+    def _uninstall(self, name: str, namespace: str) -> bool:
         if self.release(name, namespace) is None:
             return False
         try:

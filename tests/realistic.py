@@ -15,6 +15,7 @@ import pytest
 
 from provisioner import waiting
 from provisioner.simulation import aws as simulator, realistic
+from tests import census
 
 TIME_SCALE = 0.05  # IAM/S3 retries then last 6 s, EC2 15 s
 WINDOW_SECONDS, NOT_YET_ANSWERS = 10, 1  # the first call using each new thing within 10 s is refused
@@ -30,7 +31,8 @@ def realistic_aws_on():
                       lambda self, context: original(self, context) * TIME_SCALE)
         patch.setattr(waiting, "TIME_SCALE", TIME_SCALE)
         realistic.configure(window_seconds=WINDOW_SECONDS, not_yet_answers=NOT_YET_ANSWERS,
-                            throttle_rate=THROTTLE_RATE, error_rate=ERROR_RATE, seed=12)
+                            throttle_rate=THROTTLE_RATE, error_rate=ERROR_RATE, seed=12,
+                            observers=(census.CALLER,))
         simulator.simulate_latency(LATENCY_SCALE)
         try:
             yield realistic

@@ -12,7 +12,7 @@ import pytest
 
 from provisioner import waiting
 from provisioner.simulation import aws as simulator, realistic
-from tests.census import census
+from tests.census import CALLER, census
 from tests.conftest import REGION, fresh_account, run_cli, write_config
 
 DEPLOYMENT = "acme-test"
@@ -27,7 +27,7 @@ def world(moto_server, kube_server, tmp_path_factory):
         patch.setattr(waiting, "TIME_SCALE", 0.05)
         workdir = tmp_path_factory.mktemp("eventual")
         fresh_account(moto_server, kube_server, patch, workdir)
-        realistic.configure(window_seconds=10, not_yet_answers=2)
+        realistic.configure(window_seconds=10, not_yet_answers=2, observers=(CALLER,))
         simulator.simulate_latency(0.0005)
         try:
             config = write_config(workdir / "config.yaml", **EVERYTHING)

@@ -231,6 +231,19 @@ def test_a_changed_chart_version_upgrades_only_that_release(applied, kube_server
     assert cluster_census(kube_server.cluster)[("helm-release", "keda/keda: deployed")] == 1
 
 
+def test_a_connection_the_api_server_drops_mid_install_is_tried_again(aws, tmp_path, kube_server):
+    """An EKS endpoint resets connections while its control plane scales: helm fails with
+    "connection reset by peer" halfway through the KEDA install; the release is installed
+    again from its state, once."""
+    kube_server.cluster.drop_connections.append(("POST", "/apis/apps/v1/namespaces/keda/deployments"))
+    result = run_cli("apply", write_config(tmp_path / "config.yaml"), "--yes")
+    assert result.code == 0, [line for line in result.out.splitlines() if "keda" in line or "fail" in line]
+    assert not kube_server.cluster.drop_connections  # the reset happened
+    assert "release keda: the API server dropped helm's connection; trying again" in result.out
+    assert cluster_census(kube_server.cluster)[("helm-release", "keda/keda: deployed")] == 1
+    assert installed_charts()["keda"] == mirrored_chart("keda")
+
+
 def _run_helm_until_pending(kube_server, release, namespace, status):
     """Start helm with its workloads held unready, and kill it mid-wait: the release is
     left in a pending state, as after a crash or a lost connection."""

@@ -39,6 +39,8 @@ import hashlib
 import json
 import re
 import select
+import socket
+import struct
 import threading
 import time
 import uuid
@@ -227,6 +229,9 @@ class Cluster:
         self.store_validation_seconds = self.STORE_VALIDATION_SECONDS
         self.pod_count = 0
         self.born: dict[str, float] = {}  # uid -> monotonic creation time, for controllers that take a moment
+        # Tests: (method, path fragment) of requests to answer by resetting the connection, once
+        # each, as an API server does while its control plane scales or updates.
+        self.drop_connections: list[tuple[str, str]] = []
 
     @property
     def mutations(self) -> list[tuple[str, str]]:
@@ -1024,14 +1029,34 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the client went away
         self.close_connection = True
 
+    def _dropped(self) -> bool:
+        """Reset the connection (RST, no answer) when the tests asked for it for this request."""
+        with self.cluster.lock:
+            for wanted in self.cluster.drop_connections:
+                if wanted[0] == self.command and wanted[1] in self.path:
+                    self.cluster.drop_connections.remove(wanted)
+                    break
+            else:
+                return False
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()  # now, before socketserver's graceful shutdown could send a FIN
+        self.close_connection = True
+        return True
+
     def _serve(self) -> None:
         try:
             self.body = self._body()
+            if self._dropped():
+                return
             self._handle()
         except ApiError as error:
             self._send(error.code, error.body())
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # helm opens many connections at once (discovery); 5 overflows under load
 
 
 class FakeKubeServer:
@@ -1042,7 +1067,7 @@ class FakeKubeServer:
     def __init__(self, external_secret_resolver=None, target_registrar=None):
         self.cluster = Cluster(external_secret_resolver, target_registrar)
         handler = type("Handler", (_Handler,), {"cluster": self.cluster})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = _Server(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -1066,6 +1091,7 @@ class FakeKubeServer:
             cluster.requests.clear()
             cluster.registered.clear()
             cluster.born.clear()
+            cluster.drop_connections.clear()
             cluster.hold_readiness = False
             cluster.store_validation_seconds = Cluster.STORE_VALIDATION_SECONDS
             for space in ("default", "kube-system", "kube-public"):

@@ -35,6 +35,9 @@ class Settings:
     throttle_rate: float = 0.0  # share of calls answered with the service's throttling error
     error_rate: float = 0.0  # share of calls answered with a 5xx
     seed: int = 0
+    # Access key ids of observers (the tests' census): their calls see AWS as it stands,
+    # never throttled nor "not yet", so what they count is the truth, not the weather.
+    observers: tuple[str, ...] = ()
 
     @property
     def consistent(self) -> bool:
@@ -54,11 +57,11 @@ ANSWERED: list[tuple[str, str, str]] = []
 
 
 def configure(window_seconds: float = 0.0, not_yet_answers: int = 0, throttle_rate: float = 0.0,
-              error_rate: float = 0.0, seed: int = 0) -> None:
+              error_rate: float = 0.0, seed: int = 0, observers: tuple[str, ...] = ()) -> None:
     """The window is wall time after each create or change; not_yet_answers makes the
     answers deterministic for tests (only the first N calls in the window are refused)."""
     global SETTINGS, _random
-    SETTINGS = Settings(window_seconds, not_yet_answers, throttle_rate, error_rate, seed)
+    SETTINGS = Settings(window_seconds, not_yet_answers, throttle_rate, error_rate, seed, observers)
     _random = random.Random(seed)
     forget()
 
@@ -91,7 +94,7 @@ class Call:
 
     def __init__(self, environ: dict, body: bytes):
         self.environ, self.body = environ, body
-        self.service = _signing_name(environ.get("HTTP_AUTHORIZATION", ""))
+        self.service, self.access_key = _signature(environ.get("HTTP_AUTHORIZATION", ""))
         self.path = unquote(environ.get("PATH_INFO", ""))
         self.query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
         target = environ.get("HTTP_X_AMZ_TARGET", "")
@@ -119,9 +122,10 @@ class Call:
         return self.path.strip("/").split("/")[0]
 
 
-def _signing_name(authorization: str) -> str:
-    match = re.search(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request", authorization)
-    return match.group(1) if match else ""
+def _signature(authorization: str) -> tuple[str, str]:
+    """(signing name, access key id) from a SigV4 Authorization header."""
+    match = re.search(r"Credential=([^/]+)/[^/]+/[^/]+/([^/]+)/aws4_request", authorization)
+    return (match.group(2), match.group(1)) if match else ("", "")
 
 
 def _json(body: bytes):
@@ -375,7 +379,7 @@ class RealisticAws:
         body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
         environ["wsgi.input"] = BytesIO(body)
         call = Call(environ, body)
-        if not call.service:
+        if not call.service or call.access_key in SETTINGS.observers:
             return self.app(environ, start_response)
         roll = _random.random()
         if roll < SETTINGS.throttle_rate:
