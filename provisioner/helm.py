@@ -162,6 +162,16 @@ class Helm:
         self.on_change()
         return True
 
+    def hooks(self, name: str, namespace: str) -> list[dict]:
+        """The release's hook objects as rendered (`helm get hooks`); [] when no such release."""
+        try:
+            manifest = self._run("get", "hooks", name, "--namespace", namespace)
+        except HelmError as error:
+            if "not found" in str(error):
+                return []
+            raise
+        return [hook for hook in yaml.safe_load_all(manifest) if hook]
+
     def releases(self) -> list[dict]:
         return json.loads(self._run("list", "--all-namespaces", "--all", "--output", "json") or "[]")
 

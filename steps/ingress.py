@@ -178,7 +178,7 @@ class Ingress(Step):
             return
         for api, kind, name, namespace in every_object():
             kube.delete(api, kind, name, namespace)
-        uninstall_releases(ctx, helm, [r for releases in RELEASES.values() for r in reversed(releases)])
+        uninstall_releases(ctx, kube, helm, [r for releases in RELEASES.values() for r in reversed(releases)])
         ctx.forget_all()
 
     @staticmethod
@@ -194,7 +194,7 @@ class Ingress(Step):
                     ctx.record(f"{kind.lower()}/{name}", None)
         retired = [r for gateway, releases in RELEASES.items() if gateway != ctx.config.gateway
                    for r in reversed(releases)]
-        uninstall_releases(ctx, helm, retired)
+        uninstall_releases(ctx, kube, helm, retired)
         for release in retired:
             ctx.record(f"release/{release}", None)
 

@@ -216,7 +216,7 @@ class K8sBootstrap(Step):
         kube.delete("external-secrets.io/v1", "ClusterSecretStore", SECRET_STORE)
         if kube.delete("apiregistration.k8s.io/v1", "APIService", KEDA_APISERVICE):
             ctx.progress(f"deleted APIService {KEDA_APISERVICE} (a stale one blocks namespace deletion)")
-        uninstall_releases(ctx, helm, UNINSTALL_ORDER)
+        uninstall_releases(ctx, kube, helm, UNINSTALL_ORDER)
         namespaces = sorted({NAMESPACE, "langsmith-agents", *(c.namespace for c in DEFAULT_CHARTS.values())}
                             - {"kube-system"})
         for namespace in namespaces:

@@ -15,7 +15,7 @@ from provisioner.errors import StepError
 from provisioner.kube import ClusterMissing
 from provisioner.waiting import wait_until
 
-from ._releases import install_release
+from ._releases import install_release, uninstall_release
 from .base import Finding, Step, register
 from .k8s_bootstrap import CONFIG_SECRET, IRSA_ANNOTATION, NAMESPACE, SECRET_STORE
 from .ingress import GATEWAY_NAME
@@ -241,8 +241,7 @@ class Langsmith(Step):
                 kube.delete(LGP_API, LGP_KIND, lgp["metadata"]["name"], namespace)
             for ingress in kube.list("networking.k8s.io/v1", "Ingress", namespace):
                 kube.delete("networking.k8s.io/v1", "Ingress", ingress["metadata"]["name"], namespace)
-        if helm.uninstall(RELEASE, NAMESPACE):
-            ctx.progress(f"helm uninstall {RELEASE}")
+        uninstall_release(ctx, kube, helm, RELEASE, NAMESPACE)
         for name in ("langsmith-postgres", "langsmith-redis"):
             kube.delete("external-secrets.io/v1", "ExternalSecret", name, NAMESPACE)
         ctx.forget_all()
