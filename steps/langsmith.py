@@ -4,7 +4,7 @@ deployment is available.
 
 Credentials never appear in a values file: Postgres and Redis connection URLs are
 built inside the cluster by External Secrets from the SSM parameters (secrets
-langsmith-postgres and langsmith-redis), and the app secrets come from
+langsmith-external-postgres and langsmith-external-redis), and the app secrets come from
 langsmith-config.
 """
 
@@ -71,6 +71,12 @@ def url(ctx) -> str:
     return f"{scheme}://{hostname(ctx)}"
 
 
+# Not the chart's own names: in-cluster mode the chart renders Secrets `<fullname>-postgres`
+# and `<fullname>-redis` (langsmith 0.16.0 templates/_helpers.tpl postgresSecretsName), and
+# helm refuses to adopt a Secret of that name made by External Secrets when switching modes.
+CONNECTION_SECRETS = {"postgres": "langsmith-external-postgres", "redis": "langsmith-external-redis"}
+
+
 def connection_secrets(ctx) -> list[dict]:
     """ExternalSecrets that assemble connection URLs in the cluster from SSM, so no password
     passes through a values file, the state or this process."""
@@ -85,12 +91,12 @@ def connection_secrets(ctx) -> list[dict]:
                          "data": [{"secretKey": "credential", "remoteRef": {"key": parameter}}]}}
     if cfg["postgres_source"] == "external":
         pg = ctx.upstream("postgres")
-        found.append(external("langsmith-postgres", pg["password_parameter"],
+        found.append(external(CONNECTION_SECRETS["postgres"], pg["password_parameter"],
                               f"postgresql://{pg['username']}:{{{{ .credential }}}}@{pg['address']}:{pg['port']}/"
                               f"{pg['database']}?sslmode=require"))
     if cfg["redis_source"] == "external":
         redis = ctx.upstream("redis")
-        found.append(external("langsmith-redis", redis["auth_token_parameter"],
+        found.append(external(CONNECTION_SECRETS["redis"], redis["auth_token_parameter"],
                               f"rediss://:{{{{ .credential }}}}@{redis['address']}:{redis['port']}"))
     return found
 
@@ -140,9 +146,9 @@ def langsmith_values(ctx) -> dict:
     # Our ALB (through its TargetGroupBinding) serves: the chart's LoadBalancer default would make another.
     values["frontend"]["service"] = {"type": "ClusterIP"}
     if cfg["postgres_source"] == "external":
-        values["postgres"] = {"external": {"enabled": True, "existingSecretName": "langsmith-postgres"}}
+        values["postgres"] = {"external": {"enabled": True, "existingSecretName": CONNECTION_SECRETS["postgres"]}}
     if cfg["redis_source"] == "external":
-        values["redis"] = {"external": {"enabled": True, "existingSecretName": "langsmith-redis"}}
+        values["redis"] = {"external": {"enabled": True, "existingSecretName": CONNECTION_SECRETS["redis"]}}
     gateway = cfg.gateway
     if gateway == "nginx":
         values["ingress"] = {"enabled": True, "ingressClassName": "nginx"}
@@ -174,9 +180,14 @@ class Langsmith(Step):
     def create(self, ctx) -> dict:
         kube, helm = ctx.cluster()
         cfg = ctx.config
-        for external in connection_secrets(ctx):
+        wanted = connection_secrets(ctx)
+        for external in wanted:
             kube.apply(external)
             ctx.record(f"externalsecret/{external['metadata']['name']}", external["metadata"]["name"])
+        for name in set(CONNECTION_SECRETS.values()) - {e["metadata"]["name"] for e in wanted}:
+            if self._delete_connection_secret(kube, name):  # the data store moved into the cluster
+                ctx.progress(f"deleted ExternalSecret {name}: the chart's in-cluster store replaces it")
+                ctx.record(f"externalsecret/{name}", None)
         self._wait_for(ctx, lambda: all(kube.get("v1", "Secret", e["metadata"]["name"], NAMESPACE)
                                         for e in connection_secrets(ctx)), "connection secrets from SSM", 120)
         if cfg["enable_split_dataplane"]:
@@ -242,6 +253,14 @@ class Langsmith(Step):
             for ingress in kube.list("networking.k8s.io/v1", "Ingress", namespace):
                 kube.delete("networking.k8s.io/v1", "Ingress", ingress["metadata"]["name"], namespace)
         uninstall_release(ctx, kube, helm, RELEASE, NAMESPACE)
-        for name in ("langsmith-postgres", "langsmith-redis"):
-            kube.delete("external-secrets.io/v1", "ExternalSecret", name, NAMESPACE)
+        for name in CONNECTION_SECRETS.values():
+            self._delete_connection_secret(kube, name)
         ctx.forget_all()
+
+    @staticmethod
+    def _delete_connection_secret(kube, name: str) -> bool:
+        """The ExternalSecret and its Secret: the Secret's owner reference would have it
+        garbage-collected, but only a moment later."""
+        deleted = kube.delete("external-secrets.io/v1", "ExternalSecret", name, NAMESPACE)
+        kube.delete("v1", "Secret", name, NAMESPACE)
+        return deleted

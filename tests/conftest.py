@@ -29,7 +29,7 @@ CHART_MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "charts"
 # the release (the crash sweep's destroy check), in-cluster Postgres mode fails to apply, and apply
 # failed now and then under load. Its values are held to the real chart by
 # tests/test_chart_contracts.py (helm template of the real chart in 12 modes).
-STANDIN_RELEASES = ("langsmith",)
+STANDIN_RELEASES: tuple[str, ...] = ()
 
 REGION = "us-east-1"
 LICENSE = "lic-TEST-0000-very-secret-license"

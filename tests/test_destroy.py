@@ -14,6 +14,7 @@ from provisioner.simulation.calls import LOG
 from tests.census import census, changes_since, world
 from tests.conftest import REGION, run_cli, write_config
 from tests.faults import run_until_crash
+from tests.sweep import limit_to
 
 DEPLOYMENT = "acme-test"
 
@@ -68,7 +69,20 @@ def test_destroy_empties_a_bucket_holding_traces(applied, tmp_path):
     assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
 
 
-def test_skip_final_snapshot_leaves_no_snapshot(aws, tmp_path):
+@pytest.fixture
+def database_only(aws, monkeypatch):
+    """Runs see just the database and what it stands on: the snapshot tests are about RDS."""
+    limit_to(monkeypatch, {"vpc", "secrets", "postgres"})
+
+
+@pytest.fixture
+def database_applied(database_only, tmp_path):
+    config = write_config(tmp_path / "config.yaml")
+    assert run_cli("apply", config, "--yes").code == 0
+    return config
+
+
+def test_skip_final_snapshot_leaves_no_snapshot(database_only, tmp_path):
     config = write_config(tmp_path / "config.yaml", postgres_skip_final_snapshot=True)
     assert run_cli("apply", config, "--yes").code == 0
     assert run_cli("destroy", config, "--yes").code == 0
@@ -116,13 +130,13 @@ class _FrozenClock:
             return cls(2026, 11, 30, 12, 0, 0, 123456, tzinfo=tz)
 
 
-def test_two_destroys_in_one_second_keep_both_final_snapshots(applied, monkeypatch):
+def test_two_destroys_in_one_second_keep_both_final_snapshots(database_applied, monkeypatch):
     """The second instance's final snapshot would take the first's name (DBSnapshotAlreadyExists):
     it gets a finer stamp instead, and the first snapshot is untouched."""
     monkeypatch.setattr("steps.postgres.dt", _FrozenClock)
-    assert run_cli("destroy", applied, "--yes").code == 0
-    assert run_cli("apply", applied, "--yes").code == 0
-    result = run_cli("destroy", applied, "--yes")
+    assert run_cli("destroy", database_applied, "--yes").code == 0
+    assert run_cli("apply", database_applied, "--yes").code == 0
+    result = run_cli("destroy", database_applied, "--yes")
     assert result.code == 0, result
     snapshots = boto3.client("rds", region_name=REGION).describe_db_snapshots()["DBSnapshots"]
     assert sorted(s["DBSnapshotIdentifier"] for s in snapshots) == [
@@ -130,12 +144,12 @@ def test_two_destroys_in_one_second_keep_both_final_snapshots(applied, monkeypat
     assert len({s["DbiResourceId"] for s in snapshots}) == 2
 
 
-def test_destroy_goes_on_when_its_final_snapshot_was_already_taken(applied, monkeypatch):
+def test_destroy_goes_on_when_its_final_snapshot_was_already_taken(database_applied, monkeypatch):
     """An earlier attempt already kept this instance's snapshot under the name: no second one."""
     monkeypatch.setattr("steps.postgres.dt", _FrozenClock)
     rds = boto3.client("rds", region_name=REGION)
     rds.create_db_snapshot(DBInstanceIdentifier="acme-test-pg", DBSnapshotIdentifier="acme-test-pg-final-20261130120000")
-    result = run_cli("destroy", applied, "--yes")
+    result = run_cli("destroy", database_applied, "--yes")
     assert result.code == 0, result
     assert "already kept" in result.out
     assert [s["DBSnapshotIdentifier"] for s in rds.describe_db_snapshots()["DBSnapshots"]] == [

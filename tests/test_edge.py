@@ -288,8 +288,8 @@ def test_langsmith_values_carry_outputs_and_no_secret(aws, tmp_path, kube_server
     assert values["aceBackend"]["autoscaling"]["hpa"]["maxReplicas"] == 5
     assert values["clickhouse"]["statefulSet"]["persistence"]["storageClassName"] == "gp3"
     assert values["config"]["deployment"] == {"enabled": True, "tlsEnabled": False}
-    assert values["postgres"]["external"]["existingSecretName"] == "langsmith-postgres"
-    secret = kube_server.cluster.find("", "secrets", "langsmith", "langsmith-postgres")
+    assert values["postgres"]["external"]["existingSecretName"] == "langsmith-external-postgres"
+    secret = kube_server.cluster.find("", "secrets", "langsmith", "langsmith-external-postgres")
     url = base64.b64decode(secret["data"]["connection_url"]).decode()
     password = client("ssm").get_parameter(Name=f"/langsmith/{DEPLOYMENT}/postgres-password",
                                            WithDecryption=True)["Parameter"]["Value"]

@@ -183,8 +183,10 @@ def test_targets_are_the_ready_endpoints_of_the_bound_service_port(shared_deploy
     """The load balancer controller registers the pods behind the binding's Service port:
     a binding to a port the Service lacks, or to another Service, registers nothing."""
     binding = "/apis/elbv2.k8s.aws/v1beta1/namespaces/langsmith/targetgroupbindings/langsmith-tgb"
+    selector = obj(kube_server, "", "services", "langsmith", "langsmith-frontend")["spec"]["selector"]
     pods = [p["status"]["podIP"] for p in kube_server.cluster.items("", "pods", "langsmith")
-            if p["metadata"]["labels"].get("app.kubernetes.io/name") == "langsmith"]
+            if selector.items() <= p["metadata"]["labels"].items()]
+    assert len(pods) == 1
     assert _targets() == [(pods[0], 8080, "healthy")]  # the frontend port 80 -> container port `frontend`
     assert TGB_FINALIZER in obj(kube_server, "elbv2.k8s.aws", "targetgroupbindings", "langsmith",
                                 "langsmith-tgb")["metadata"]["finalizers"]
