@@ -70,7 +70,11 @@ class Recorder:
         return []
 
     @staticmethod
-    def uninstall(name, namespace):
+    def hooks(name, namespace):
+        return []
+
+    @staticmethod
+    def uninstall(name, namespace, progress=None):
         return False
 
 

@@ -18,18 +18,11 @@ os.environ.setdefault("MOTO_ACM_VALIDATION_WAIT", "1")  # moto issues requested 
 # helm gives up on a hung wait after this long (the product's default is 10 minutes); subprocesses inherit it
 os.environ.setdefault("PROVISIONER_HELM_TIMEOUT", "120")
 from provisioner.simulation import aws as simulator  # noqa: E402 (moto reads the setting at import)
-from provisioner.simulation.fakekube import STANDIN_CHART
 from provisioner.simulation.helm_download import fetch as fetch_helm
 from tests.census import remember_fresh_account
 from tests.faults import PRODUCT_CALLER
 
 CHART_MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "charts"
-# Every release installs its real chart from the mirror except langsmith, which still gets the
-# stand-in here: with the real 0.16.0 chart installed into the fake cluster, its hook Jobs outlive
-# the release (the crash sweep's destroy check), in-cluster Postgres mode fails to apply, and apply
-# failed now and then under load. Its values are held to the real chart by
-# tests/test_chart_contracts.py (helm template of the real chart in 12 modes).
-STANDIN_RELEASES: tuple[str, ...] = ()
 
 REGION = "us-east-1"
 LICENSE = "lic-TEST-0000-very-secret-license"
@@ -122,10 +115,10 @@ def run_cli(*argv: str, stdin_text: str | None = None) -> Run:
 
 def write_config(path, **overrides) -> str:
     """A config reaching the fake cluster through ./kubeconfig, installing the real charts
-    from the mirror (save STANDIN_RELEASES)."""
+    from the mirror."""
     import yaml
     config = {"name_prefix": "acme", "environment": "test", "region": REGION,
               "kubernetes": {"kubeconfig": "kubeconfig"}, "chart_mirror": str(CHART_MIRROR),
-              "charts": {release: {"chart": STANDIN_CHART} for release in STANDIN_RELEASES}, **overrides}
+              **overrides}
     path.write_text(yaml.safe_dump(config))
     return str(path)

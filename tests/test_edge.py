@@ -12,7 +12,7 @@ import pytest
 
 from steps.ingress import RELEASES
 from tests.census import census, cluster_census, cluster_changes
-from tests.conftest import STANDIN_RELEASES, REGION, installed_charts, mirrored_chart, run_cli, write_config
+from tests.conftest import REGION, installed_charts, mirrored_chart, run_cli, write_config
 from tests.faults import AwsCalls
 from tests.test_kubernetes import helm_values
 
@@ -93,15 +93,13 @@ def test_permutation_applies_reapplies_without_change_and_destroys_clean(permuta
     assert_clients_reach_the_serving_pods(permutation, kube_server)
     charts = installed_charts()
     assert set(RELEASES.get(gateway, [])) <= set(charts)
-    assert {r: c for r, c in charts.items() if r not in STANDIN_RELEASES} == {
-        r: mirrored_chart(r) for r in charts if r not in STANDIN_RELEASES}  # the real charts, from the mirror
-    if not set(RELEASES.get(gateway, [])) & set(STANDIN_RELEASES):  # a stand-in renders no gateway Service
-        elbv2 = client("elbv2")
-        lb, _ = our_load_balancer("nlb" if tls == "letsencrypt" else "alb")
-        for group in elbv2.describe_target_groups(LoadBalancerArn=lb["LoadBalancerArn"])["TargetGroups"]:
-            health = elbv2.describe_target_health(TargetGroupArn=group["TargetGroupArn"])["TargetHealthDescriptions"]
-            assert health and {(t["Target"]["Port"], t["TargetHealth"]["State"]) for t in health} == {
-                (group["Port"], "healthy")}
+    assert charts == {r: mirrored_chart(r) for r in charts}  # the real charts, from the mirror
+    elbv2 = client("elbv2")
+    lb, _ = our_load_balancer("nlb" if tls == "letsencrypt" else "alb")
+    for group in elbv2.describe_target_groups(LoadBalancerArn=lb["LoadBalancerArn"])["TargetGroups"]:
+        health = elbv2.describe_target_health(TargetGroupArn=group["TargetGroupArn"])["TargetHealthDescriptions"]
+        assert health and {(t["Target"]["Port"], t["TargetHealth"]["State"]) for t in health} == {
+            (group["Port"], "healthy")}
     if tls == "acm":
         lb, listeners = our_load_balancer()
         assert listeners[443]["Protocol"] == "HTTPS" and listeners[443]["SslPolicy"].startswith("ELBSecurityPolicy-TLS13")
