@@ -172,6 +172,7 @@ def langsmith_values(ctx) -> dict:
 class Langsmith(Step):
     name = "langsmith"
     requires = ("k8s_bootstrap", "ingress", "storage", "postgres", "redis", "alb", "firewall")
+    data_loss = "the in-cluster ClickHouse volume with every trace's runs (and in-cluster Postgres and Redis)"
 
     @staticmethod
     def enabled(config) -> bool:
@@ -253,6 +254,11 @@ class Langsmith(Step):
             for ingress in kube.list("networking.k8s.io/v1", "Ingress", namespace):
                 kube.delete("networking.k8s.io/v1", "Ingress", ingress["metadata"]["name"], namespace)
         uninstall_release(ctx, kube, helm, RELEASE, NAMESPACE)
+        # The chart's StatefulSets (ClickHouse, in-cluster Postgres and Redis, the Insights and
+        # Polly stores) leave their claims behind: persistentVolumeClaimRetentionPolicy defaults
+        # to Retain, and each claim's EBS volume bills on until the claim goes.
+        for claim in kube.list("v1", "PersistentVolumeClaim", NAMESPACE):
+            kube.delete("v1", "PersistentVolumeClaim", claim["metadata"]["name"], NAMESPACE)
         for name in CONNECTION_SECRETS.values():
             self._delete_connection_secret(kube, name)
         ctx.forget_all()

@@ -110,6 +110,9 @@ def run_cli(*argv: str, stdin_text: str | None = None) -> Run:
     out, err = io.StringIO(), io.StringIO()
     stdin = io.StringIO(stdin_text or "")
     code = main(list(argv), stdin=stdin, stdout=out, stderr=err)
+    if code:  # pytest shows a failed test's captured output: the failing lines, whole
+        print(f"{' '.join(argv[:1])} exited {code}:", *[line for line in out.getvalue().splitlines()
+                                                       if "failed" in line.lower()], err.getvalue(), sep="\n")
     return Run(code, out.getvalue(), err.getvalue())
 
 

@@ -22,6 +22,7 @@ from provisioner.simulation.fakekube import TGB_FINALIZER
 from tests.census import cluster_census, cluster_changes
 from tests.conftest import (CHART_MIRROR, LICENSE, REGION, installed_charts, mirrored_chart, run_cli,
                             write_config)
+from tests.sweep import limit_to
 
 DEPLOYMENT = "acme-test"
 BOOTSTRAP = ["aws-load-balancer-controller", "cluster-autoscaler", "metrics-server", "keda", "external-secrets",
@@ -293,6 +294,29 @@ def test_destroy_removes_everything_in_the_cluster(applied, kube_server):
     assert out.index("helm uninstall langsmith") < out.index("APIService v1beta1.external.metrics.k8s.io")
     assert out.index("APIService v1beta1.external.metrics.k8s.io") < out.index("helm uninstall keda")
     assert out.index("helm uninstall keda") < out.index("helm uninstall aws-load-balancer-controller")
+
+
+def _hook_objects(kube_server, namespace: str) -> set[tuple[str, str]]:
+    return {(plural, obj["metadata"]["name"]) for (_, plural, ns, _), obj in kube_server.cluster.objects.items()
+            if ns == namespace and "helm.sh/hook" in obj["metadata"].get("annotations", {})}
+
+
+def test_destroying_langsmith_leaves_none_of_its_hook_objects_or_claims(applied, kube_server, monkeypatch):
+    """helm uninstall leaves hook objects behind (the real chart's migration and
+    auth-bootstrap Jobs, before-hook-creation) and its StatefulSets' claims (ClickHouse's
+    volume among them; retention policy Retain): the step's destroy removes them, and leaves
+    the namespace, which the bootstrap step owns."""
+    hooks = _hook_objects(kube_server, "langsmith")
+    assert {("jobs", "langsmith-backend-migrations"), ("jobs", "langsmith-backend-auth-bootstrap")} <= hooks
+    claims = {c["metadata"]["name"] for c in kube_server.cluster.items("", "persistentvolumeclaims", "langsmith")}
+    assert "data-langsmith-clickhouse-0" in claims
+    limit_to(monkeypatch, {"langsmith"})
+    result = run_cli("destroy", applied, "--yes")
+    assert result.code == 0, result
+    assert _hook_objects(kube_server, "langsmith") == set()
+    assert kube_server.cluster.items("batch", "jobs", "langsmith") == []
+    assert kube_server.cluster.items("", "persistentvolumeclaims", "langsmith") == []
+    assert obj(kube_server, "", "namespaces", "", "langsmith")
 
 
 def test_destroy_releases_namespaces_held_by_a_stale_keda_apiservice(applied, kube_server):
