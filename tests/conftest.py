@@ -17,6 +17,9 @@ import requests
 os.environ.setdefault("MOTO_ACM_VALIDATION_WAIT", "1")  # moto issues requested certificates after this many seconds
 # helm gives up on a hung wait after this long (the product's default is 10 minutes); subprocesses inherit it
 os.environ.setdefault("PROVISIONER_HELM_TIMEOUT", "120")
+# Waits poll (and time out) at a tenth of the real pace: the simulated AWS and cluster finish
+# in moments, and a real-paced first poll would idle 2 s on each RDS or ElastiCache delete.
+os.environ.setdefault("PROVISIONER_TIME_SCALE", "0.1")
 from provisioner.simulation import aws as simulator  # noqa: E402 (moto reads the setting at import)
 from provisioner.simulation.helm_download import fetch as fetch_helm
 from tests.census import remember_fresh_account

@@ -224,7 +224,7 @@ def test_a_changed_chart_version_upgrades_only_that_release(applied, kube_server
     config = write_config(tmp_path / "config.yaml")
     with open(config) as handle:
         settings = yaml.safe_load(handle)
-    settings["charts"]["keda"] = {"chart": str(tmp_path / "keda")}
+    settings["charts"] = {"keda": {"chart": str(tmp_path / "keda")}}
     with open(config, "w") as handle:
         yaml.safe_dump(settings, handle)
     result = run_cli("apply", config, "--yes")
