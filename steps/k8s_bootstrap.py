@@ -28,8 +28,8 @@ DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
 FIRST_RELEASE = "aws-load-balancer-controller"
 PARALLEL_RELEASES = ("cluster-autoscaler", "metrics-server", "keda", "external-secrets", "cert-manager")
 # Uninstalled in this order: the application and gateways first, the load balancer controller last.
-UNINSTALL_ORDER = ("langsmith", "ingress-nginx", "istio-ingressgateway", "istiod", "istio-base", "envoy-gateway",
-                   *reversed(PARALLEL_RELEASES), FIRST_RELEASE)
+# Releases of later steps a destroy without state may still find, before this step's own.
+LATER_RELEASES = ("langsmith", "ingress-nginx", "istio-ingressgateway", "istiod", "istio-base", "envoy-gateway")
 KEDA_APISERVICE = "v1beta1.external.metrics.k8s.io"
 SECRET_STORE = "langsmith-ssm"
 CONFIG_SECRET = "langsmith-config"
@@ -216,7 +216,15 @@ class K8sBootstrap(Step):
         kube.delete("external-secrets.io/v1", "ClusterSecretStore", SECRET_STORE)
         if kube.delete("apiregistration.k8s.io/v1", "APIService", KEDA_APISERVICE):
             ctx.progress(f"deleted APIService {KEDA_APISERVICE} (a stale one blocks namespace deletion)")
-        uninstall_releases(ctx, kube, helm, UNINSTALL_ORDER)
+        uninstall_releases(ctx, kube, helm, LATER_RELEASES)
+
+        def uninstall(release: str) -> None:
+            with attributed_to(K8sBootstrap.name):
+                uninstall_releases(ctx, kube, helm, [release])
+        with ThreadPoolExecutor(max_workers=len(PARALLEL_RELEASES)) as pool:  # as they were installed
+            for future in [pool.submit(uninstall, release) for release in PARALLEL_RELEASES]:
+                future.result()
+        uninstall_releases(ctx, kube, helm, [FIRST_RELEASE])  # last: its finalizers must be served to the end
         namespaces = sorted({NAMESPACE, "langsmith-agents", *(c.namespace for c in DEFAULT_CHARTS.values())}
                             - {"kube-system"})
         for namespace in namespaces:

@@ -52,7 +52,16 @@ def test_destroy_without_the_state_file_finds_everything_by_tags(applied, before
     assert changes_since(before, kube_server.cluster) == {}
 
 
-def test_destroy_empties_a_bucket_holding_traces(applied, tmp_path):
+@pytest.fixture
+def storage_applied(aws, tmp_path, monkeypatch):
+    """Just the traces bucket and what it stands on."""
+    limit_to(monkeypatch, {"vpc", "eks", "storage"})
+    config = write_config(tmp_path / "config.yaml")
+    assert run_cli("apply", config, "--yes").code == 0
+    return config
+
+
+def test_destroy_empties_a_bucket_holding_traces(storage_applied, tmp_path):
     s3 = boto3.client("s3", region_name=REGION)
     bucket = json.loads((tmp_path / "state" / f"{DEPLOYMENT}.json").read_text())["steps"]["storage"]["outputs"][
         "bucket_name"]
@@ -63,7 +72,7 @@ def test_destroy_empties_a_bucket_holding_traces(applied, tmp_path):
     for key in ("ttl_s/a", "ttl_l/b", "ttl_l/c"):
         s3.put_object(Bucket=bucket, Key=key, Body=b"trace")
     s3.put_bucket_policy(Bucket=bucket, Policy=policy)
-    result = run_cli("destroy", applied, "--yes")
+    result = run_cli("destroy", storage_applied, "--yes")
     assert result.code == 0, result
     assert "3 object versions deleted" in result.out
     assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
@@ -107,8 +116,11 @@ def test_destroy_twice_and_on_an_empty_account_is_harmless(before, kube_server, 
     assert changes_since(before, kube_server.cluster) == {}
 
 
-def test_destroy_also_removes_steps_the_config_no_longer_enables(applied, before, kube_server, tmp_path):
+def test_destroy_also_removes_steps_the_config_no_longer_enables(before, kube_server, tmp_path, monkeypatch):
     """Switching to in-cluster Redis and then destroying still deletes the ElastiCache group."""
+    limit_to(monkeypatch, {"vpc", "secrets", "redis"})
+    assert run_cli("apply", write_config(tmp_path / "config.yaml"), "--yes").code == 0
+    assert census()[("replication-group", "acme-test-redis")] == 1
     config = write_config(tmp_path / "config.yaml", redis_source="in-cluster")
     assert run_cli("destroy", config, "--yes").code == 0
     assert changes_since(before, kube_server.cluster) == {}
