@@ -62,8 +62,9 @@ MUTANTS = [
            ("tests/test_crash_resume.py::test_resume_after_a_crash_keeps_what_the_state_recorded",)),
     Mutant("lb-controller-uninstalled-first", "the load balancer controller is uninstalled before the other releases, "
            "so it cannot release what it made for them",
-           (("steps/k8s_bootstrap.py", "*reversed(PARALLEL_RELEASES), FIRST_RELEASE)",
-             "*reversed(PARALLEL_RELEASES))\nUNINSTALL_ORDER = (FIRST_RELEASE, *UNINSTALL_ORDER)"),),
+           (("steps/k8s_bootstrap.py", "        uninstall_releases(ctx, kube, helm, LATER_RELEASES)\n",
+             "        uninstall_releases(ctx, kube, helm, LATER_RELEASES)\n"
+             "        uninstall_releases(ctx, kube, helm, [FIRST_RELEASE])\n"),),
            ("tests/test_destroy.py", "-k", "order")),
     Mutant("tgb-left-to-namespace-deletion", "the TargetGroupBinding is not deleted by the ingress step; it goes only "
            "when its namespace does, after the load balancer controller that must clean it up",
@@ -103,6 +104,15 @@ MUTANTS = [
            (("steps/postgres.py", "        if instance is not None:\n            wait_until(",
              "        if False:\n            wait_until("),),
            ("tests/test_destroy.py::test_destroy_removes_everything_and_keeps_a_final_snapshot",)),
+    Mutant("hook-jobs-left", "helm uninstall leaves the release's hook objects (LangSmith's migration Jobs) and "
+           "nothing deletes them (found by installing the real chart)",
+           (("steps/_releases.py", "    for hook in helm.hooks(release, namespace):", "    for hook in []:"),),
+           ("tests/test_kubernetes.py", "-k", "leaves_none_of_its_hook")),
+    Mutant("claims-left", "LangSmith's destroy leaves its StatefulSets' claims (ClickHouse's EBS volume bills on; "
+           "found by installing the real chart)",
+           (("steps/langsmith.py", '        for claim in kube.list("v1", "PersistentVolumeClaim", NAMESPACE):',
+             "        for claim in []:"),),
+           ("tests/test_kubernetes.py", "-k", "leaves_none_of_its_hook")),
 ]
 
 
