@@ -121,3 +121,28 @@ def test_destroy_rides_out_in_use_answers_and_leaves_nothing(world):
     assert answered(world, "destroy", "wafv2", "DeleteWebACL", "WAFAssociatedItemException")
     assert answered(world, "destroy", "network-firewall", "DeleteFirewallPolicy", "InvalidOperationException")
     assert world["left"] == {}
+
+
+def test_a_throttled_call_reads_as_throttling_to_botocore_for_every_protocol(aws):
+    """The layer's throttling answer in each protocol must parse to a code botocore's
+    standard retry mode retries; one that does not (Route 53 answered in JSON once) fails
+    the run instead of being retried."""
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+    from botocore.retries.standard import ThrottledRetryableChecker
+    calls = {"ec2": ("describe_vpcs", {}), "iam": ("list_roles", {}), "s3": ("list_buckets", {}),
+             "route53": ("list_hosted_zones", {}), "eks": ("list_clusters", {}), "ssm": ("describe_parameters", {}),
+             "elbv2": ("describe_load_balancers", {})}
+    realistic.configure(throttle_rate=1.0)
+    try:
+        for service, (operation, params) in calls.items():
+            client = boto3.client(service, region_name=REGION, config=Config(retries={"max_attempts": 1}))
+            try:
+                getattr(client, operation)(**params)
+                raise AssertionError(f"{service} was not throttled")
+            except ClientError as error:
+                code = error.response["Error"].get("Code")  # what standard retry mode retries: throttling or 5xx
+                assert code in ThrottledRetryableChecker._THROTTLED_ERROR_CODES or \
+                    error.response["ResponseMetadata"]["HTTPStatusCode"] in (500, 502, 503, 504), (service, error.response)
+    finally:
+        realistic.configure()

@@ -108,6 +108,8 @@ class Call:
         elif target:
             self.protocol, self.operation = "json", target.split(".")[-1]
             self.params = _flatten(_json(body))
+        elif self.service == "route53":  # rest-xml, its errors in an ErrorResponse (Route 53 API Reference)
+            self.protocol, self.operation = "route53", _rest_operation(self.service, environ, body)
         elif self.service == "s3":
             self.protocol, self.operation = "rest-xml", _s3_operation(environ["REQUEST_METHOD"], self.query)
         else:
@@ -188,7 +190,7 @@ def _error_response(call: Call, answer: Answer) -> tuple[str, list, bytes]:
         body = (f'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>{code}</Code>'
                 f"<Message>{message}</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>")
         headers.append(("Content-Type", "text/xml"))
-    elif call.protocol == "query":
+    elif call.protocol in ("query", "route53"):
         body = (f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message>"
                 f"</Error><RequestId>{request_id}</RequestId></ErrorResponse>")
         headers.append(("Content-Type", "text/xml"))
@@ -207,6 +209,7 @@ def _error_response(call: Call, answer: Answer) -> tuple[str, list, bytes]:
 THROTTLING = {"ec2": Answer(503, "RequestLimitExceeded", "Request limit exceeded."),
               "query": Answer(400, "Throttling", "Rate exceeded"),
               "rest-xml": Answer(503, "SlowDown", "Please reduce your request rate."),
+              "route53": Answer(400, "Throttling", "Rate exceeded"),
               "json": Answer(400, "ThrottlingException", "Rate exceeded"),
               "rest-json": Answer(429, "ThrottlingException", "Rate exceeded")}
 SERVER_ERROR = Answer(500, "InternalError", "We encountered an internal error. Please try again.")
