@@ -166,18 +166,24 @@ class Alb(Step):
     @staticmethod
     def _allow_load_balancer_to_pods(ctx, cluster_group: str | None, lb_group: str, ports: list[int]) -> None:
         """Targets are pod IPs behind the EKS cluster security group: let the load balancer
-        reach them on the target ports, and nothing else."""
+        reach them on the target ports, and nothing else (a port an earlier gateway used is
+        closed again once the new one is open)."""
         if not cluster_group:
             return
         ec2 = ctx.client("ec2")
         group = ec2.describe_security_groups(GroupIds=[cluster_group])["SecurityGroups"][0]
-        allowed = {p.get("FromPort") for p in group.get("IpPermissions", [])
-                   if any(g.get("GroupId") == lb_group for g in p.get("UserIdGroupPairs", []))}
-        missing = [port for port in ports if port not in allowed]
+        from_us = [p for p in group.get("IpPermissions", [])
+                   if any(g.get("GroupId") == lb_group for g in p.get("UserIdGroupPairs", []))]
+        missing = [port for port in ports if port not in {p.get("FromPort") for p in from_us}]
         if missing:
             ec2.authorize_security_group_ingress(GroupId=cluster_group, IpPermissions=[{
                 "IpProtocol": "tcp", "FromPort": port, "ToPort": port,
                 "UserIdGroupPairs": [{"GroupId": lb_group, "Description": NODE_RULE}]} for port in missing])
+        stale = [{"IpProtocol": p["IpProtocol"], "FromPort": p["FromPort"], "ToPort": p["ToPort"],
+                  "UserIdGroupPairs": [g for g in p["UserIdGroupPairs"] if g.get("GroupId") == lb_group]}
+                 for p in from_us if p.get("FromPort") not in ports]
+        if stale:
+            ec2.revoke_security_group_ingress(GroupId=cluster_group, IpPermissions=stale)
 
     @staticmethod
     def _wanted_attributes(ctx) -> dict[str, str]:
@@ -268,6 +274,10 @@ class Alb(Step):
                 findings.append(Finding(f"target group {name}", "no healthy target: LangSmith is unreachable "
                                         f"through the load balancer on port {port} (check the pods and the "
                                         "TargetGroupBinding)"))
+            elif not health and self._something_serves(cfg):
+                findings.append(Finding(f"target group {name}", "no target registered: nothing serves on port "
+                                        f"{port} (check the TargetGroupBinding's Service and port, and that the "
+                                        "load balancer controller runs)"))
         if len(arns) < len(target_groups(cfg)):
             return findings
         existing = {l["Port"]: l for l in elbv2.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]}
@@ -279,6 +289,12 @@ class Alb(Step):
                 findings.append(Finding(f"listener :{port}", f"not {spec['Protocol']} with the configured action"))
         findings += [Finding(f"listener :{port}", "not wanted by the config") for port in existing if port not in wanted]
         return findings
+
+    @staticmethod
+    def _something_serves(cfg) -> bool:
+        """Whether pods should be registered: the gateway's proxy always, the LangSmith
+        frontend only when LangSmith is deployed."""
+        return cfg.gateway != "alb" or cfg["deploy_langsmith"]
 
     def destroy(self, ctx) -> None:
         for network in (False, True):  # the config may have switched TLS modes since the last apply

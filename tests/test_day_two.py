@@ -24,6 +24,17 @@ def client(service):
     return boto3.client(service, region_name=REGION)
 
 
+def pod_ports_open_to_the_load_balancer() -> list[int]:
+    """Ports on which the EKS cluster security group (in front of the pods) admits the
+    load balancer's security group, read from EC2."""
+    ec2 = client("ec2")
+    lb_group = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [f"{DEPLOYMENT}-alb-sg"]}])
+    lb_group_id = lb_group["SecurityGroups"][0]["GroupId"]
+    cluster_groups = ec2.describe_security_groups(Filters=[{"Name": "tag-key", "Values": ["aws:eks:cluster-name"]}])
+    return sorted(rule["FromPort"] for group in cluster_groups["SecurityGroups"] for rule in group["IpPermissions"]
+                  if any(pair["GroupId"] == lb_group_id for pair in rule.get("UserIdGroupPairs", [])))
+
+
 def reapply_changes_nothing(config, kube_server, monkeypatch) -> None:
     kube_server.cluster.requests.clear()
     with AwsCalls() as seen:
@@ -203,6 +214,7 @@ def test_switching_gateway_and_tls_mode_moves_traffic_and_retires_the_old_path(a
     config = write_config(tmp_path / "config.yaml", enable_nginx_ingress=True, tls_certificate_source="acm",
                           langsmith_domain=DOMAIN)
     assert run_cli("apply", config, "--yes").code == 0
+    assert pod_ports_open_to_the_load_balancer() == [80]
     config = write_config(tmp_path / "config.yaml", enable_envoy_gateway=True, tls_certificate_source="letsencrypt",
                           langsmith_domain=DOMAIN, letsencrypt_email="ops@example.com")
     result = run_cli("apply", config, "--yes")
@@ -216,6 +228,7 @@ def test_switching_gateway_and_tls_mode_moves_traffic_and_retires_the_old_path(a
             for b in kube_server.cluster.items("elbv2.k8s.aws", "targetgroupbindings")] == [
         ("envoy-gateway-system", "langsmith-tgb"), ("envoy-gateway-system", "langsmith-tgb-443")]
     assert "ingress-nginx" not in release_revisions(kube_server)
+    assert pod_ports_open_to_the_load_balancer() == [10080, 10443]  # NGINX's port 80 closed again
     reapply_changes_nothing(config, kube_server, monkeypatch)
     assert run_cli("destroy", config, "--yes").code == 0
     assert census() == {} and cluster_changes(kube_server.cluster) == {}

@@ -194,6 +194,8 @@ def test_targets_are_the_ready_endpoints_of_the_bound_service_port(shared_deploy
     merge = "application/merge-patch+json"
     assert _api(kube_server, "PATCH", binding, {"spec": {"serviceRef": {"port": 8080}}}, merge).ok  # not a Service port
     assert _targets() == []
+    checked = run_cli("verify", shared_deployment[0])
+    assert checked.code == 1 and "target group acme-test-alb" in checked.out and "no target registered" in checked.out
     assert _api(kube_server, "PATCH", binding, {"spec": {"serviceRef": {"name": "langsmith-backend", "port": 80}}},
                 merge).ok
     assert _targets() == []
