@@ -107,6 +107,11 @@ MUTANTS = [
            (("steps/postgres.py", "        if instance is not None:\n            wait_until(",
              "        if False:\n            wait_until("),),
            ("tests/test_destroy.py::test_destroy_removes_everything_and_keeps_a_final_snapshot",)),
+    Mutant("access-entry-pathless", "the operator's access entry names their role without its path, as the STS "
+           "session ARN does (EKS refuses it for IAM Identity Center roles: a real bug, B1 of the real-AWS review)",
+           (("steps/eks.py", '    return iam.get_role(RoleName=role_name)["Role"]["Arn"]',
+             '    return caller_arn.split(":assumed-role/")[0].replace(":sts:", ":iam:") + ":role/" + role_name'),),
+           ("tests/test_real_aws.py", "-k", "teammate")),
     Mutant("hook-jobs-left", "helm uninstall leaves the release's hook objects (LangSmith's migration Jobs) and "
            "nothing deletes them (found by installing the real chart)",
            (("steps/_releases.py", "    for hook in helm.hooks(release, namespace):", "    for hook in []:"),),

@@ -16,6 +16,7 @@ from provisioner import waiting
 from tests.census import census
 from tests.conftest import REGION, run_cli, write_config
 from tests.faults import SimulatedCrash, install_session_hooks
+from tests.sweep import limit_to
 
 DEPLOYMENT = "acme-test"
 DOMAIN = "langsmith.example.com"
@@ -77,6 +78,10 @@ def state():
 
 @pytest.fixture
 def sso_operator(aws, monkeypatch):
+    return sign_in_through_identity_center(monkeypatch)
+
+
+def sign_in_through_identity_center(monkeypatch) -> str:
     """The operator signs in through IAM Identity Center: an assumed role whose role has a path."""
     iam = client("iam")
     role = iam.create_role(RoleName=SSO_ROLE, Path=SSO_PATH, AssumeRolePolicyDocument=json.dumps({
@@ -87,6 +92,24 @@ def sso_operator(aws, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", credentials["SecretAccessKey"])
     monkeypatch.setenv("AWS_SESSION_TOKEN", credentials["SessionToken"])
     return role["Arn"]
+
+
+def test_a_teammate_who_did_not_create_the_cluster_gets_an_entry_of_their_own(aws, tmp_path, monkeypatch):
+    """EKS gives only the cluster's creator access; a teammate signing in through IAM Identity
+    Center who applies later needs an entry for their role, named with its path."""
+    monkeypatch.setattr(waiting, "TIME_SCALE", 0.01)
+    limit_to(monkeypatch, {"vpc", "eks"})
+    config = write_config(tmp_path / "config.yaml")
+    assert run_cli("apply", config, "--yes").code == 0
+    creator = client("sts").get_caller_identity()["Arn"]
+    teammate = sign_in_through_identity_center(monkeypatch)
+    assert run_cli("apply", config, "--yes").code == 0
+    eks = boto3.session.Session(region_name=REGION).client("eks")
+    assert sorted(eks.list_access_entries(clusterName=f"{DEPLOYMENT}-eks")["accessEntries"]) == sorted(
+        [creator, teammate])
+    policies = eks.list_associated_access_policies(clusterName=f"{DEPLOYMENT}-eks", principalArn=teammate)
+    assert [(p["policyArn"].rsplit("/", 1)[1], p["accessScope"]["type"])
+            for p in policies["associatedAccessPolicies"]] == [("AmazonEKSClusterAdminPolicy", "cluster")]
 
 
 def test_apply_destroy_apply_as_real_aws_answers(sso_operator, tmp_path, monkeypatch, kube_server):

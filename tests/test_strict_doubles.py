@@ -235,3 +235,35 @@ def test_a_db_subnet_group_is_held_while_its_instance_is_deleting(aws):
     assert [i["DBInstanceStatus"] for i in rds.describe_db_instances()["DBInstances"]] == ["deleting"]
     assert rds.describe_db_instances()["DBInstances"] == []
     rds.delete_db_subnet_group(DBSubnetGroupName="held")
+
+
+def test_a_cluster_starts_with_its_creators_entry_and_takes_only_principals_iam_names(aws, network):
+    """EKS gives the creator (an assumed role: its role, path included) cluster admin, and
+    refuses an entry for an ARN IAM does not hold as written: the pathless ARN of a role
+    with a path (terraform-aws-modules/terraform-aws-eks #2969) or an STS session ARN."""
+    import json
+    iam, eks = boto3.client("iam", region_name=REGION), boto3.client("eks", region_name=REGION)
+    trust = json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole"}]})
+    creator = iam.create_role(RoleName="AWSReservedSSO_Admin_1", Path="/aws-reserved/sso.amazonaws.com/us-east-1/",
+                              AssumeRolePolicyDocument=trust)["Role"]["Arn"]
+    keys = boto3.client("sts", region_name=REGION).assume_role(RoleArn=creator, RoleSessionName="jane")["Credentials"]
+    as_creator = boto3.client("eks", region_name=REGION, aws_access_key_id=keys["AccessKeyId"],
+                              aws_secret_access_key=keys["SecretAccessKey"], aws_session_token=keys["SessionToken"])
+    _, subnet = network
+    as_creator.create_cluster(name="c", roleArn=creator, resourcesVpcConfig={"subnetIds": [subnet]},
+                              accessConfig={"bootstrapClusterCreatorAdminPermissions": True})
+    assert eks.list_access_entries(clusterName="c")["accessEntries"] == [creator]
+    assert [p["policyArn"] for p in eks.list_associated_access_policies(
+        clusterName="c", principalArn=creator)["associatedAccessPolicies"]] == [
+        "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"]
+    other = iam.create_role(RoleName="ops", Path="/team/", AssumeRolePolicyDocument=trust)["Role"]["Arn"]
+    for wrong in ("arn:aws:iam::123456789012:role/ops", "arn:aws:sts::123456789012:assumed-role/ops/jane",
+                  "arn:aws:iam::123456789012:role/team/nobody"):
+        assert _refused(eks.create_access_entry, clusterName="c", principalArn=wrong) == (
+            "InvalidParameterException", "The specified principalArn is invalid: invalid principal")
+    eks.create_access_entry(clusterName="c", principalArn=other)
+    assert sorted(eks.list_access_entries(clusterName="c")["accessEntries"]) == sorted([creator, other])
+    as_creator.create_cluster(name="d", roleArn=creator, resourcesVpcConfig={"subnetIds": [subnet]},
+                              accessConfig={"bootstrapClusterCreatorAdminPermissions": False})
+    assert eks.list_access_entries(clusterName="d")["accessEntries"] == []

@@ -14,8 +14,13 @@ Small, honest test doubles fill what moto 5.2.5 lacks:
   its cluster, and goes with it.
 - EKS access entries are not implemented in moto either. Here create, list, describe and
   delete entries, and associate / list access policies, answer as AWS does; entries
-  go with their cluster. (AWS also makes an entry for the cluster's creator on its own;
-  this double does not, so the product's "already exists" path is not exercised here.)
+  go with their cluster. As in AWS, a cluster created with
+  bootstrapClusterCreatorAdminPermissions (the default) starts with an entry for its
+  creator (an assumed role's role ARN, path included) holding AmazonEKSClusterAdminPolicy,
+  and a new entry's principal must be an IAM role or user ARN exactly as IAM names it
+  (a pathless ARN of a role with a path, or an STS session ARN, is refused with
+  InvalidParameterException "The specified principalArn is invalid: invalid principal",
+  terraform-aws-modules/terraform-aws-eks #2969).
 - EKS clusters in moto have no cluster security group. AWS makes one in the cluster's
   VPC (eks-cluster-sg-<name>-<id>, on the nodes and pods) and deletes it with the
   cluster; here too.
@@ -61,7 +66,7 @@ from . import eks_versions
 from . import firewall as simulated_firewall
 from . import route53 as simulated_route53
 from . import strict
-from .realistic import RealisticAws
+from .realistic import RealisticAws, _signature
 
 
 class CacheSubnetGroupInUse(ServiceException):
@@ -212,12 +217,62 @@ def _create_access_entry(self):
     if (cluster, principal) in _entries(self):
         raise eks_exceptions.ResourceInUseException(clusterName=cluster, nodegroupName=None, addonName=None,
                                                     message="The specified access entry resource is already in use on this cluster.")
+    if not _iam_principal_exists(self, principal):
+        raise eks_exceptions.InvalidParameterException(
+            clusterName=cluster, message="The specified principalArn is invalid: invalid principal")
     body = json.loads(self.body or "{}")
-    _entries(self)[(cluster, principal)] = {
-        "clusterName": cluster, "principalArn": principal, "type": body.get("type", "STANDARD"),
-        "accessEntryArn": f"arn:aws:eks:{self.region}:{self.current_account}:access-entry/{cluster}/simulated",
-        "kubernetesGroups": body.get("kubernetesGroups", []), "tags": body.get("tags", {}), "policies": {}}
+    _add_entry(self, cluster, principal, body.get("type", "STANDARD"), body.get("kubernetesGroups", []),
+               body.get("tags", {}))
     return json.dumps({"accessEntry": _public_entry(_entries(self)[(cluster, principal)])})
+
+
+def _add_entry(response, cluster: str, principal: str, kind: str, groups: list, tags: dict) -> dict:
+    entry = _entries(response)[(cluster, principal)] = {
+        "clusterName": cluster, "principalArn": principal, "type": kind,
+        "accessEntryArn": f"arn:aws:eks:{response.region}:{response.current_account}:access-entry/{cluster}/simulated",
+        "kubernetesGroups": groups, "tags": tags, "policies": {}}
+    return entry
+
+
+def _iam_principal_exists(response, principal: str) -> bool:
+    """An IAM role or user whose ARN is exactly this one (path included)."""
+    from moto.iam.models import iam_backends
+    iam = iam_backends[response.current_account][response.partition]
+    resource = principal.split(":", 5)[5] if principal.count(":") >= 5 and ":iam::" in principal else ""
+    kind, _, name = resource.partition("/")
+    lookup = {"role": iam.get_role, "user": iam.get_user}.get(kind)
+    try:
+        return lookup is not None and lookup(name.rsplit("/", 1)[-1]).arn == principal
+    except ServiceException:  # NoSuchEntity
+        return False
+
+
+def _creator_principal(response) -> str:
+    """The IAM identity EKS names in its creator's entry: the role of an assumed-role
+    session (its ARN from IAM, path included), else the caller itself."""
+    from moto.sts.models import sts_backends
+    access_key = _signature(response.headers.get("Authorization", ""))[1]
+    sts = sts_backends[response.current_account][response.partition]
+    assumed = sts.get_assumed_role_from_access_key(access_key)
+    return assumed.role_arn if assumed else sts.get_caller_identity(access_key, response.region)[1]
+
+
+CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+
+
+def _create_cluster_response(self):
+    """A new cluster's creator gets an access entry with cluster admin, unless the request
+    turned bootstrapClusterCreatorAdminPermissions off (EKS API CreateCluster, accessConfig)."""
+    answer = _original_create_cluster_response(self)
+    body = json.loads(self.body or "{}")
+    if body.get("accessConfig", {}).get("bootstrapClusterCreatorAdminPermissions", True):
+        entry = _add_entry(self, body["name"], _creator_principal(self), "STANDARD", [], {})
+        entry["policies"][CLUSTER_ADMIN_POLICY] = {"policyArn": CLUSTER_ADMIN_POLICY,
+                                                   "accessScope": {"type": "cluster", "namespaces": []}}
+    return answer
+
+
+_original_create_cluster_response = eks_responses.EKSResponse.create_cluster
 
 
 def _public_entry(entry: dict) -> dict:
@@ -345,6 +400,7 @@ def install() -> None:
     S3Backend.delete_bucket = _delete_bucket
     DBInstance.__init__ = _db_instance_init
     EKSBackend.create_cluster = _create_cluster
+    eks_responses.EKSResponse.create_cluster = _create_cluster_response
     EKSBackend.delete_cluster = _delete_cluster
     eks_responses.EKSResponse.create_addon = _create_addon
     eks_responses.EKSResponse.describe_addon = _describe_addon
