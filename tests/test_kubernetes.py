@@ -544,3 +544,26 @@ def test_the_istio_charts_the_pins_move_to_install_into_the_fake_cluster(aws, ku
                                   "istio-ingressgateway": "gateway-1.28.10"}
     assert "networking.istio.io" in {g["name"] for g in _api(kube_server, "GET", "/apis").json()["groups"]}
     assert kube_server.cluster.service_endpoints("istio-system", "istio-ingressgateway", 80)
+
+
+def test_a_watch_from_before_the_event_window_is_told_to_list_again(aws, kube_server, monkeypatch):
+    """As kube-apiserver does once its watch cache has moved past a resourceVersion: one
+    ERROR event, 410 Expired "too old resource version", and the watch ends (the client
+    lists again). The window also keeps the fake's memory bounded in long tests."""
+    from provisioner.simulation import fakekube
+    monkeypatch.setattr(fakekube, "EVENTS_KEPT", 5)
+    made = [_api(kube_server, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": f"c{n}"}})
+            for n in range(20)]
+    assert all(answer.ok for answer in made) and len(kube_server.cluster.events) <= 10
+    oldest = made[0].json()["metadata"]["resourceVersion"]
+    watched = requests.get(f"{kube_server.url}/api/v1/namespaces/default/configmaps",
+                           params={"watch": "1", "resourceVersion": oldest, "timeoutSeconds": "20"}, timeout=30)
+    events = [json.loads(line) for line in watched.text.splitlines()]
+    assert [(e["type"], e["object"]["code"], e["object"]["reason"]) for e in events] == [("ERROR", 410, "Expired")]
+    assert events[0]["object"]["message"].startswith(f"too old resource version: {oldest} (")
+    recent = made[-1].json()["metadata"]["resourceVersion"]
+    assert _api(kube_server, "DELETE", "/api/v1/namespaces/default/configmaps/c19").ok
+    watched = requests.get(f"{kube_server.url}/api/v1/namespaces/default/configmaps",
+                           params={"watch": "1", "resourceVersion": recent, "timeoutSeconds": "1"}, timeout=30)
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in map(json.loads, watched.text.splitlines())] == [
+        ("DELETED", "c19")]

@@ -103,6 +103,11 @@ ESO_LABEL = ("app.kubernetes.io/name", "external-secrets")
 ENVOY_GATEWAY_LABEL = ("app.kubernetes.io/name", "gateway-helm", "envoy-gateway")  # the chart, or the stand-in
 ENVOY_CONTROLLER = "gateway.envoyproxy.io/gatewayclass-controller"
 WATCH_SECONDS_MAX = 300
+# kube-apiserver keeps a bounded window of events for watches (its watch cache, etcd
+# compaction); a watch from a resourceVersion older than that gets one ERROR event, 410
+# Expired "too old resource version" (k8s.io/apiserver storage/cacher), and the client
+# lists again. Here the window also keeps a long test's memory bounded.
+EVENTS_KEPT = 10_000
 
 
 def _now() -> str:
@@ -280,6 +285,8 @@ class Cluster:
     def _log(self, event: str, key: tuple, obj: dict) -> None:
         self.events.append((self.version, event, key[0], key[1], key[2], copy.deepcopy(obj)))
         self.event_versions.append(self.version)
+        if len(self.events) > 2 * EVENTS_KEPT:  # trimmed in batches: a list's head is costly to cut
+            del self.events[:-EVENTS_KEPT], self.event_versions[:-EVENTS_KEPT]
         with self.changed:  # tests also write to the store directly, without the lock
             self.changed.notify_all()
 
@@ -437,6 +444,9 @@ class Cluster:
                 pass
 
     def events_since(self, version: int) -> list[tuple]:
+        """Events after this resourceVersion; ApiError 410 when the window no longer reaches back to it."""
+        if self.event_versions and version < self.event_versions[0] - 1:
+            raise ApiError(410, "Expired", f"too old resource version: {version} ({self.event_versions[0] - 1})")
         return self.events[bisect.bisect_right(self.event_versions, version):]
 
     # --- controllers ---
@@ -1019,7 +1029,12 @@ class _Handler(BaseHTTPRequestHandler):
                 with cluster.changed:
                     cluster.changed.wait(0.5)
                     pending = []
-                    for version, event, group, plural, ns, obj in cluster.events_since(position):
+                    try:
+                        missed = cluster.events_since(position)
+                    except ApiError as expired:
+                        pending, missed = [{"type": "ERROR", "object": expired.body()}], []
+                        deadline = 0  # the ERROR event ends the watch
+                    for version, event, group, plural, ns, obj in missed:
                         position = version
                         if (group, plural) == (kind.group, kind.plural) and (scope is None or ns == scope) \
                                 and _selected(obj, selector):
@@ -1088,6 +1103,8 @@ class FakeKubeServer:
         with cluster.lock:
             cluster.objects.clear()
             cluster.custom.clear()
+            cluster.events.clear()
+            cluster.event_versions.clear()
             cluster.requests.clear()
             cluster.registered.clear()
             cluster.born.clear()
