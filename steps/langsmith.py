@@ -2,13 +2,15 @@
 helm, and waited for until the migrations and bootstrap jobs completed and every
 deployment is available.
 
-Credentials never appear in a values file: Postgres and Redis connection URLs are
-built inside the cluster by External Secrets from the SSM parameters (secrets
-langsmith-external-postgres and langsmith-external-redis), and the app secrets come from
-langsmith-config.
+Credentials never appear in a values file: the data stores' connection secrets are
+built inside the cluster by External Secrets from SSM parameters (store_secrets: RDS and
+ElastiCache, and generated passwords for the stores the chart runs itself), and the app
+secrets come from langsmith-config.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from provisioner.charts import chart_source
 from provisioner.errors import StepError
@@ -71,34 +73,82 @@ def url(ctx) -> str:
     return f"{scheme}://{hostname(ctx)}"
 
 
-# Not the chart's own names: in-cluster mode the chart renders Secrets `<fullname>-postgres`
-# and `<fullname>-redis` (langsmith 0.16.0 templates/_helpers.tpl postgresSecretsName), and
-# helm refuses to adopt a Secret of that name made by External Secrets when switching modes.
-CONNECTION_SECRETS = {"postgres": "langsmith-external-postgres", "redis": "langsmith-external-redis"}
+CREDENTIAL = "{{ .credential }}"  # where the External Secrets operator puts the SSM value
+IN_CLUSTER = "langsmith.svc.cluster.local"
+
+
+@dataclass(frozen=True)
+class StoreSecret:
+    """A Secret of ours that a data store's chart values name in `existingSecretName`, so the
+    chart renders none of its own and no password passes through a values file, the state or
+    this process: External Secrets assembles it in the cluster from an SSM parameter."""
+    name: str  # ours, never the chart's own name: helm refuses to adopt a Secret it did not make
+    values_path: tuple[str, ...]  # where the store's `external` block sits in the chart values
+    parameter: str  # the SSM leaf holding the password
+    data: dict[str, str]  # the keys the chart's own Secret would hold, the password as CREDENTIAL
+
+
+def store_secrets(ctx) -> list[StoreSecret]:
+    """What the langsmith chart (0.16.0) connects to, each with a password we generated.
+
+    External stores: connection_url as the chart's external mode writes it, without a scheme
+    (values.yaml: "Do not include the driver name"; LangSmith docs, external Postgres:
+    username:password@host:port/database?params), and Redis with its rediss:// scheme
+    (templates/redis/secrets.yaml). Generated passwords are URL-safe, so none is encoded.
+    Stores the chart runs itself (in-cluster Postgres, ClickHouse, the Insights and Polly
+    Postgres): left to the chart they start with the values' default passwords ("postgres",
+    "password"); ours hold the keys of the chart's own Secret (templates/postgres/secrets.yaml,
+    clickhouse/secrets.yaml, agent-features/*/postgres/secrets.yaml) with a generated one.
+    tests/test_chart_contracts.py renders the chart's own to compare."""
+    cfg, found = ctx.config, []
+    if cfg["postgres_source"] == "external":
+        pg = ctx.upstream("postgres")
+        found.append(StoreSecret("langsmith-external-postgres", ("postgres",), "postgres-password", {
+            "connection_url": f"{pg['username']}:{CREDENTIAL}@{pg['address']}:{pg['port']}/{pg['database']}"
+                              "?sslmode=require"}))
+    else:
+        found.append(StoreSecret("langsmith-incluster-postgres", ("postgres",), "postgres-password", {
+            **_postgres_init("postgres"),
+            "connection_url": f"postgres:{CREDENTIAL}@langsmith-postgres.{IN_CLUSTER}:5432/postgres"}))
+    if cfg["redis_source"] == "external":
+        redis = ctx.upstream("redis")
+        found.append(StoreSecret("langsmith-external-redis", ("redis",), "redis-auth-token", {
+            "connection_url": f"rediss://:{CREDENTIAL}@{redis['address']}:{redis['port']}"}))
+    found.append(StoreSecret("langsmith-incluster-clickhouse", ("clickhouse",), "clickhouse-password", {
+        "clickhouse_user": "default", "clickhouse_password": CREDENTIAL, "clickhouse_db": "default",
+        "clickhouse_host": f"langsmith-clickhouse.{IN_CLUSTER}", "clickhouse_port": "8123",
+        "clickhouse_native_port": "9000", "clickhouse_tls": "false"}))
+    for product, feature in (("engineInsightsAgent", "insights"), ("polly", "polly")):
+        found.append(StoreSecret(f"langsmith-{feature}-incluster-postgres", (product, "postgres"),
+                                 f"{feature}-postgres-password", {
+                                     **_postgres_init("postgres"),
+                                     "postgres_connection_url": f"postgres://postgres:{CREDENTIAL}@langsmith-standalone-"
+                                                                f"{feature}-postgres.{IN_CLUSTER}:5432/postgres"
+                                                                "?sslmode=disable"}))
+    return found
+
+
+def _postgres_init(user: str) -> dict[str, str]:
+    """What the chart's Postgres StatefulSets read to initialise the database."""
+    return {"postgres_user": user, "postgres_password": CREDENTIAL, "postgres_db": "postgres"}
+
+
+# Every name a store secret of ours may have had, whatever the modes since.
+EVERY_STORE_SECRET = ("langsmith-external-postgres", "langsmith-incluster-postgres", "langsmith-external-redis",
+                      "langsmith-incluster-clickhouse", "langsmith-insights-incluster-postgres",
+                      "langsmith-polly-incluster-postgres")
 
 
 def connection_secrets(ctx) -> list[dict]:
-    """ExternalSecrets that assemble connection URLs in the cluster from SSM, so no password
-    passes through a values file, the state or this process."""
-    cfg, found = ctx.config, []
-
-    def external(name: str, parameter: str, template: str) -> dict:
-        return {"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
-                "metadata": {"name": name, "namespace": NAMESPACE},
-                "spec": {"refreshInterval": "1h", "secretStoreRef": {"name": SECRET_STORE, "kind": "ClusterSecretStore"},
-                         "target": {"name": name, "creationPolicy": "Owner",
-                                    "template": {"engineVersion": "v2", "data": {"connection_url": template}}},
-                         "data": [{"secretKey": "credential", "remoteRef": {"key": parameter}}]}}
-    if cfg["postgres_source"] == "external":
-        pg = ctx.upstream("postgres")
-        found.append(external(CONNECTION_SECRETS["postgres"], pg["password_parameter"],
-                              f"postgresql://{pg['username']}:{{{{ .credential }}}}@{pg['address']}:{pg['port']}/"
-                              f"{pg['database']}?sslmode=require"))
-    if cfg["redis_source"] == "external":
-        redis = ctx.upstream("redis")
-        found.append(external(CONNECTION_SECRETS["redis"], redis["auth_token_parameter"],
-                              f"rediss://:{{{{ .credential }}}}@{redis['address']}:{redis['port']}"))
-    return found
+    """The ExternalSecrets behind store_secrets."""
+    return [{"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+             "metadata": {"name": store.name, "namespace": NAMESPACE},
+             "spec": {"refreshInterval": "1h", "secretStoreRef": {"name": SECRET_STORE, "kind": "ClusterSecretStore"},
+                      "target": {"name": store.name, "creationPolicy": "Owner",
+                                 "template": {"engineVersion": "v2", "data": store.data}},
+                      "data": [{"secretKey": "credential",
+                                "remoteRef": {"key": ctx.config.ssm_prefix + store.parameter}}]}}
+            for store in store_secrets(ctx)]
 
 
 def _component(cfg, name: str) -> dict:
@@ -145,10 +195,12 @@ def langsmith_values(ctx) -> dict:
         values[name] = _component(cfg, name)
     # Our ALB (through its TargetGroupBinding) serves: the chart's LoadBalancer default would make another.
     values["frontend"]["service"] = {"type": "ClusterIP"}
-    if cfg["postgres_source"] == "external":
-        values["postgres"] = {"external": {"enabled": True, "existingSecretName": CONNECTION_SECRETS["postgres"]}}
-    if cfg["redis_source"] == "external":
-        values["redis"] = {"external": {"enabled": True, "existingSecretName": CONNECTION_SECRETS["redis"]}}
+    for store in store_secrets(ctx):
+        node = values
+        for key in store.values_path:
+            node = node.setdefault(key, {})
+        node["external"] = {"existingSecretName": store.name,
+                            **({"enabled": True} if store.name.startswith("langsmith-external-") else {})}
     gateway = cfg.gateway
     if gateway == "nginx":
         values["ingress"] = {"enabled": True, "ingressClassName": "nginx"}
@@ -185,9 +237,11 @@ class Langsmith(Step):
         for external in wanted:
             kube.apply(external)
             ctx.record(f"externalsecret/{external['metadata']['name']}", external["metadata"]["name"])
-        for name in set(CONNECTION_SECRETS.values()) - {e["metadata"]["name"] for e in wanted}:
-            if self._delete_connection_secret(kube, name):  # the data store moved into the cluster
-                ctx.progress(f"deleted ExternalSecret {name}: the chart's in-cluster store replaces it")
+        for name in sorted(set(EVERY_STORE_SECRET) - {e["metadata"]["name"] for e in wanted}):
+            if kube.get("external-secrets.io/v1", "ExternalSecret", name, NAMESPACE) is None:
+                continue  # a look, not a delete: a re-apply writes nothing
+            if self._delete_connection_secret(kube, name):  # the data store moved
+                ctx.progress(f"deleted ExternalSecret {name}: the data store it connected to moved")
                 ctx.record(f"externalsecret/{name}", None)
         self._wait_for(ctx, lambda: all(kube.get("v1", "Secret", e["metadata"]["name"], NAMESPACE)
                                         for e in connection_secrets(ctx)), "connection secrets from SSM", 120)
@@ -259,7 +313,7 @@ class Langsmith(Step):
         # to Retain, and each claim's EBS volume bills on until the claim goes.
         for claim in kube.list("v1", "PersistentVolumeClaim", NAMESPACE):
             kube.delete("v1", "PersistentVolumeClaim", claim["metadata"]["name"], NAMESPACE)
-        for name in CONNECTION_SECRETS.values():
+        for name in EVERY_STORE_SECRET:
             self._delete_connection_secret(kube, name)
         ctx.forget_all()
 

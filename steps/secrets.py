@@ -42,6 +42,10 @@ def _admin_password() -> str:
 # Postgres: no / @ " ' or space (RDS rule); Redis AUTH: 16-128 printable, no @ " /.
 GENERATORS = {
     "postgres-password": lambda: random.token_urlsafe(24),
+    # The stores the LangSmith chart runs itself (its defaults are "password" and "postgres").
+    "clickhouse-password": lambda: random.token_urlsafe(24),
+    "insights-postgres-password": lambda: random.token_urlsafe(24),
+    "polly-postgres-password": lambda: random.token_urlsafe(24),
     "redis-auth-token": lambda: random.token_hex(32),
     "langsmith-api-key-salt": _base64_secret,
     "langsmith-jwt-secret": _base64_secret,

@@ -120,9 +120,10 @@ def test_traces_bucket_is_private_encrypted_expiring_and_endpoint_only(applied):
 
 def test_secrets_are_secure_strings_under_the_deployment_prefix(applied):
     ssm = client("ssm")
-    params = {p["Name"]: p for p in ssm.describe_parameters()["Parameters"]}
+    params = {p["Name"]: p for page in ssm.get_paginator("describe_parameters").paginate() for p in page["Parameters"]}
     expected = ["postgres-password", "redis-auth-token", "langsmith-api-key-salt", "langsmith-jwt-secret",
                 "langsmith-admin-password", "langsmith-insights-encryption-key", "langsmith-polly-encryption-key",
+                "clickhouse-password", "insights-postgres-password", "polly-postgres-password",
                 "langsmith-license-key"]
     for leaf in expected:
         assert params[f"/langsmith/acme-test/{leaf}"]["Type"] == "SecureString"

@@ -7,6 +7,7 @@ charts with them, and the tests check what a real cluster would do with the resu
 from __future__ import annotations
 
 import base64
+import copy
 import json
 
 import pytest
@@ -16,6 +17,7 @@ from provisioner.kube import resource_path
 from steps import alb, ingress, k8s_bootstrap, langsmith, secrets, storage
 from steps._iam import irsa_trust
 from steps.eks import Eks
+from steps.secrets import GENERATORS
 from tests.chart_render import (BUCKET, CHARTS_DIR, LANGSMITH_ROLE, Recorder, Context, chart_file, containers,
                                 context, pod_specs, releases, render, unknown_keys)
 
@@ -454,3 +456,35 @@ def test_every_field_of_the_custom_resources_we_create_is_in_the_crd_schema(depl
             body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
             unknown += _unknown_fields(body, schema, obj["kind"])
     assert unknown == []
+
+
+@pytest.mark.parametrize("name", ["alb-none", "in-cluster-data"])
+def test_our_store_secrets_hold_what_the_charts_own_would_but_with_our_password(name):
+    """Each data store's Secret of ours against the one the real chart renders when told the
+    same password instead of our Secret's name: same keys, same values (the external Postgres
+    URL adds sslmode=require). So no store runs with a chart default password, and every
+    URL has the form the chart's readers expect (no scheme on LangSmith's Postgres URL)."""
+    deployed, password = mode(name), "Generated_pass-word0123456789abc"
+    ours_rendered = {s["metadata"]["name"] for s in render("langsmith", deployed.values["langsmith"])
+                     if s["kind"] == "Secret"}
+    stores = langsmith.store_secrets(deployed.ctx)
+    assert {store.parameter for store in stores} <= set(GENERATORS)
+    for store in stores:
+        if store.values_path == ("redis",):
+            continue  # the chart copies an external Redis URL verbatim: nothing to compare
+        values = copy.deepcopy(deployed.values["langsmith"])
+        node = values
+        for key in store.values_path:
+            node = node[key]
+        assert node["external"].pop("existingSecretName") == store.name
+        node["external"]["password"] = password
+        if node["external"].get("enabled"):  # RDS: the chart builds the URL from its parts
+            pg = deployed.ctx.upstream("postgres")
+            node["external"].update(host=pg["address"], port=str(pg["port"]), user=pg["username"],
+                                    database=pg["database"])
+        [theirs] = [s for s in render("langsmith", values)
+                    if s["kind"] == "Secret" and s["metadata"]["name"] not in ours_rendered]
+        theirs = {key: base64.b64decode(value).decode() for key, value in theirs["data"].items()}
+        ours = {key: value.replace(langsmith.CREDENTIAL, password).removesuffix("?sslmode=require")
+                for key, value in store.data.items()}
+        assert ours == theirs, store.name

@@ -11,6 +11,7 @@ import boto3
 import pytest
 
 from steps.ingress import RELEASES
+from steps.postgres import DATABASE
 from tests.census import census, cluster_census, cluster_changes
 from tests.conftest import REGION, installed_charts, mirrored_chart, run_cli, write_config
 from tests.faults import AwsCalls
@@ -291,7 +292,7 @@ def test_langsmith_values_carry_outputs_and_no_secret(aws, tmp_path, kube_server
     url = base64.b64decode(secret["data"]["connection_url"]).decode()
     password = client("ssm").get_parameter(Name=f"/langsmith/{DEPLOYMENT}/postgres-password",
                                            WithDecryption=True)["Parameter"]["Value"]
-    assert url.startswith("postgresql://langsmith:") and password in url and "acme-test-pg" in url
+    assert url.startswith(f"langsmith:{password}@acme-test-pg") and url.endswith(f":5432/{DATABASE}?sslmode=require")
     assert password not in json.dumps(values) and password not in open(f"state/{DEPLOYMENT}.json").read()
     outputs = run_cli("outputs", config).out
     assert f"https://{DOMAIN}" not in outputs and f"http://{DOMAIN}" in outputs

@@ -11,6 +11,7 @@ from urllib.parse import quote, quote_plus
 
 import boto3
 
+from steps.secrets import GENERATORS
 from tests.conftest import LICENSE, REGION, run_cli, write_config
 
 DEPLOYMENT = "acme-test"
@@ -18,7 +19,8 @@ DEPLOYMENT = "acme-test"
 
 def secret_values() -> dict[str, str]:
     ssm = boto3.client("ssm", region_name=REGION)
-    names = [p["Name"] for p in ssm.describe_parameters()["Parameters"] if p["Name"].startswith(f"/langsmith/{DEPLOYMENT}/")]
+    names = [p["Name"] for page in ssm.get_paginator("describe_parameters").paginate() for p in page["Parameters"]
+             if p["Name"].startswith(f"/langsmith/{DEPLOYMENT}/")]  # AWS pages by 10
     return {name: ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"] for name in names}
 
 
@@ -76,7 +78,7 @@ def test_no_secret_reaches_state_events_or_output(aws, tmp_path, kube_server):
         assert result.code == 0, (command, result)
         transcripts.append(result.out + result.err)
     values = secret_values()
-    assert len(values) == 8 and LICENSE in values.values()
+    assert len(values) == len(GENERATORS) + 1 and LICENSE in values.values()
     state_text = (tmp_path / "state" / f"{DEPLOYMENT}.json").read_text()
     releases = helm_release_records(kube_server.cluster)
     assert len(releases) >= 7 and '"config"' in releases[0]  # the values each release was given
