@@ -113,6 +113,16 @@ MUTANTS = [
            (("steps/eks.py", '    return iam.get_role(RoleName=role_name)["Role"]["Arn"]',
              '    return caller_arn.split(":assumed-role/")[0].replace(":sts:", ":iam:") + ":role/" + role_name'),),
            ("tests/test_real_aws.py", "-k", "teammate")),
+    Mutant("postgres-url-with-scheme", "LangSmith's Postgres URL carries a postgresql:// scheme, which the chart "
+           "says not to include (a real bug, found by comparing with the real chart's own Secret)",
+           (("steps/langsmith.py", "\"connection_url\": f\"{pg['username']}:{CREDENTIAL}",
+             "\"connection_url\": f\"postgresql://{pg['username']}:{CREDENTIAL}"),),
+           ("tests/test_chart_contracts.py", "-k", "store_secrets")),
+    Mutant("clickhouse-default-password", "ClickHouse is left to the chart and runs with its default password "
+           "(a real gap: every store the chart runs had a published password)",
+           (("steps/langsmith.py", '        "clickhouse_native_port": "9000", "clickhouse_tls": "false"}))\n',
+             '        "clickhouse_native_port": "9000", "clickhouse_tls": "false"}))\n    found.pop()\n'),),
+           ("tests/test_chart_contracts.py", "-k", "default_password")),
     Mutant("hook-jobs-left", "helm uninstall leaves the release's hook objects (LangSmith's migration Jobs) and "
            "nothing deletes them (found by installing the real chart)",
            (("steps/_releases.py", "    for hook in helm.hooks(release, namespace):", "    for hook in []:"),),

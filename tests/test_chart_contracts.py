@@ -19,7 +19,7 @@ from steps._iam import irsa_trust
 from steps.eks import Eks
 from steps.secrets import GENERATORS
 from tests.chart_render import (BUCKET, CHARTS_DIR, LANGSMITH_ROLE, Recorder, Context, chart_file, containers,
-                                context, pod_specs, releases, render, unknown_keys)
+                                chart_defaults, context, pod_specs, releases, render, unknown_keys)
 
 DOMAIN = "langsmith.example.com"
 ACM_ARN = "arn:aws:acm:us-west-2:123456789012:certificate/00000000-0000-0000-0000-000000000000"
@@ -488,3 +488,24 @@ def test_our_store_secrets_hold_what_the_charts_own_would_but_with_our_password(
         ours = {key: value.replace(langsmith.CREDENTIAL, password).removesuffix("?sslmode=require")
                 for key, value in store.data.items()}
         assert ours == theirs, store.name
+
+
+def test_no_store_the_chart_runs_keeps_a_default_password(deployed):
+    """Every password the langsmith chart's values.yaml defaults (`*.external.password`) that
+    still reaches a Secret the chart renders is a store running with a published password."""
+    defaults = set()
+
+    def collect(node):
+        if isinstance(node, dict):
+            password = node.get("external", {}).get("password") if isinstance(node.get("external"), dict) else None
+            if password:
+                defaults.add(password)
+            for value in node.values():
+                collect(value)
+    collect(chart_defaults("langsmith")[0])
+    assert defaults >= {"postgres", "password"}
+    leaked = [(secret["metadata"]["name"], key) for secret in deployed.rendered.get("langsmith", [])
+              if secret["kind"] == "Secret" for key, value in (secret.get("data") or {}).items()
+              if any(base64.b64decode(value).decode() == d or f":{d}@" in base64.b64decode(value).decode()
+                     for d in defaults)]
+    assert leaked == []
