@@ -98,8 +98,15 @@ class Eks(Step):
         cluster_role = ensure_role(ctx, "eks-cluster", trust("eks.amazonaws.com"), CLUSTER_POLICIES,
                                    "EKS control plane")
         node_role = ensure_role(ctx, "eks-node", trust("ec2.amazonaws.com"), NODE_POLICIES, "EKS worker nodes")
+        operator = principal_arn(ctx.client("iam"), ctx.aws.identity()["Arn"])
+
+        def created(name: str) -> str:
+            # bootstrapClusterCreatorAdminPermissions: EKS gives the creator an access entry with
+            # the cluster, so it exists from now on, and the state says so before the next call.
+            ctx.record("access_entry/operator", operator)
+            return name
         ctx.ensure("cluster", lambda: cluster if describe_cluster(eks, cluster) else None,
-                   lambda: self._create(ctx, f"EKS cluster {cluster}", lambda: eks.create_cluster(
+                   lambda: created(self._create(ctx, f"EKS cluster {cluster}", lambda: eks.create_cluster(
                        name=cluster, version=cfg["eks_cluster_version"], roleArn=cluster_role,
                        resourcesVpcConfig={"subnetIds": vpc["private_subnet_ids"] + vpc["public_subnet_ids"],
                                            "endpointPublicAccess": True, "endpointPrivateAccess": True},
@@ -107,7 +114,7 @@ class Eks(Step):
                        accessConfig={"authenticationMode": "API_AND_CONFIG_MAP",
                                      "bootstrapClusterCreatorAdminPermissions": True},
                        clientRequestToken=ctx.client_token("cluster"), tags=ctx.tags.tags("eks")))[
-                       "cluster"]["name"])
+                       "cluster"]["name"]))
         described = self._wait(ctx, lambda: describe_cluster(eks, cluster), f"EKS cluster {cluster}",
                                CLUSTER_EXPECTED_SECONDS)
         described = upgrade.upgrade_cluster(ctx, described, self._waiter(ctx))
@@ -115,7 +122,6 @@ class Eks(Step):
                               lambda: ctx.client("iam").create_open_id_connect_provider(
                                   Url=described["identity"]["oidc"]["issuer"], ClientIDList=["sts.amazonaws.com"],
                                   Tags=ctx.tags.as_list("eks-oidc"))["OpenIDConnectProviderArn"])
-        operator = principal_arn(ctx.client("iam"), ctx.aws.identity()["Arn"])
         ensure_access_entry(ctx, cluster, operator, CLUSTER_ADMIN_POLICY, "access_entry/operator")
         scaling = {"minSize": cfg["node_min_size"], "maxSize": cfg["node_max_size"],
                    "desiredSize": cfg["node_min_size"]}

@@ -237,17 +237,18 @@ class Langsmith(Step):
         for external in wanted:
             kube.apply(external)
             ctx.record(f"externalsecret/{external['metadata']['name']}", external["metadata"]["name"])
-        for name in sorted(set(EVERY_STORE_SECRET) - {e["metadata"]["name"] for e in wanted}):
-            if kube.get("external-secrets.io/v1", "ExternalSecret", name, NAMESPACE) is None:
-                continue  # a look, not a delete: a re-apply writes nothing
-            if self._delete_connection_secret(kube, name):  # the data store moved
-                ctx.progress(f"deleted ExternalSecret {name}: the data store it connected to moved")
-                ctx.record(f"externalsecret/{name}", None)
         self._wait_for(ctx, lambda: all(kube.get("v1", "Secret", e["metadata"]["name"], NAMESPACE)
                                         for e in connection_secrets(ctx)), "connection secrets from SSM", 120)
         if cfg["enable_split_dataplane"]:
             kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": AGENTS_NAMESPACE}})
         release = install_release(ctx, helm, RELEASE, langsmith_values(ctx))
+        # Only now that no workload names them: the secrets of a data store the config moved.
+        for name in sorted(set(EVERY_STORE_SECRET) - {e["metadata"]["name"] for e in wanted}):
+            if kube.get("external-secrets.io/v1", "ExternalSecret", name, NAMESPACE) is None:
+                continue  # a look, not a delete: a re-apply writes nothing
+            if self._delete_connection_secret(kube, name):
+                ctx.progress(f"deleted ExternalSecret {name}: the data store it connected to moved")
+                ctx.record(f"externalsecret/{name}", None)
         self._wait_for(ctx, lambda: not self._not_ready(kube), "LangSmith jobs and deployments", READY_SECONDS)
         return {"url": url(ctx), "hostname": hostname(ctx), "release": RELEASE, "namespace": NAMESPACE,
                 "chart": release["chart"], "admin_email": admin_email(cfg), "releases": {RELEASE: release},

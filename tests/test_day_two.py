@@ -100,8 +100,25 @@ def test_apply_never_deletes_data_unless_told(aws, tmp_path, kube_server):
     assert rds.describe_db_instances()["DBInstances"] == []
     assert [s["DBSnapshotIdentifier"].startswith(f"{DEPLOYMENT}-pg-final-")
             for s in rds.describe_db_snapshots()["DBSnapshots"]] == [True]
+    assert postgres_secret_in_use(kube_server) == "langsmith-incluster-postgres"
+
+    back = run_cli("apply", write_config(tmp_path / "config.yaml"), "--yes")  # and back to RDS
+    assert back.code == 0, back
+    assert [i["DBInstanceStatus"] for i in rds.describe_db_instances()["DBInstances"]] == ["available"]
+    assert postgres_secret_in_use(kube_server) == "langsmith-external-postgres"
     assert run_cli("destroy", config, "--yes").code == 0
     assert census() == {} and cluster_changes(kube_server.cluster) == {}
+
+
+def postgres_secret_in_use(kube_server) -> str:
+    """The Postgres Secret LangSmith's release names, once it is the only store Secret of ours
+    left in the cluster (the other mode's went after the switch)."""
+    from tests.test_kubernetes import helm_values
+    named = helm_values("langsmith", "langsmith")["postgres"]["external"]["existingSecretName"]
+    ours = {s["metadata"]["name"] for s in kube_server.cluster.items("", "secrets", "langsmith")} & {
+        "langsmith-external-postgres", "langsmith-incluster-postgres"}
+    assert ours == {named}, ours
+    return named
 
 
 def release_revisions(kube_server) -> dict[str, int]:

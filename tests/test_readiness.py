@@ -22,7 +22,8 @@ def test_nothing_is_used_before_aws_says_it_is_ready(aws, tmp_path, monkeypatch)
     monkeypatch.setattr(waiting, "TIME_SCALE", SCALE)
     simulator.simulate_latency(SCALE)
     try:
-        result = run_cli("apply", write_config(tmp_path / "config.yaml"), "--yes")
+        # the bastion's access entry: the operator's own comes with the cluster (its creator)
+        result = run_cli("apply", write_config(tmp_path / "config.yaml", create_bastion=True), "--yes")
     finally:
         simulator.simulate_latency(0)
     assert result.code == 0, result
