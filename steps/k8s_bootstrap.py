@@ -123,13 +123,10 @@ class K8sBootstrap(Step):
         releases, listed = {}, helm.all_releases()
 
         def install(release: str) -> None:
-            with attributed_to(self.name):  # pool threads: calls still count for this step
-                releases[release] = install_release(ctx, helm, release, values[release], listed)
+            releases[release] = install_release(ctx, helm, release, values[release], listed)
 
         install(FIRST_RELEASE)
-        with ThreadPoolExecutor(max_workers=len(PARALLEL_RELEASES)) as pool:
-            for future in [pool.submit(install, release) for release in PARALLEL_RELEASES]:
-                future.result()
+        _all_at_once(install, PARALLEL_RELEASES)
         for obj in _external_secrets(ctx):
             kube.apply(obj)
             ctx.record(obj["kind"].lower(), obj["metadata"]["name"])
@@ -217,13 +214,7 @@ class K8sBootstrap(Step):
         if kube.delete("apiregistration.k8s.io/v1", "APIService", KEDA_APISERVICE):
             ctx.progress(f"deleted APIService {KEDA_APISERVICE} (a stale one blocks namespace deletion)")
         uninstall_releases(ctx, kube, helm, LATER_RELEASES)
-
-        def uninstall(release: str) -> None:
-            with attributed_to(K8sBootstrap.name):
-                uninstall_releases(ctx, kube, helm, [release])
-        with ThreadPoolExecutor(max_workers=len(PARALLEL_RELEASES)) as pool:  # as they were installed
-            for future in [pool.submit(uninstall, release) for release in PARALLEL_RELEASES]:
-                future.result()
+        _all_at_once(lambda release: uninstall_releases(ctx, kube, helm, [release]), PARALLEL_RELEASES)
         uninstall_releases(ctx, kube, helm, [FIRST_RELEASE])  # last: its finalizers must be served to the end
         namespaces = sorted({NAMESPACE, "langsmith-agents", *(c.namespace for c in DEFAULT_CHARTS.values())}
                             - {"kube-system"})
@@ -264,3 +255,14 @@ def _wait_for_released_volumes(ctx, kube, namespaces: list[str]) -> None:
     except StepError:
         raise StepError(f"PersistentVolumes {', '.join(releasing())} still hold EBS volumes; check the "
                         "ebs-csi-controller logs in kube-system, then run destroy again") from None
+
+
+def _all_at_once(action, releases) -> None:
+    """Run action for each release in its own thread (they do not depend on each other); the
+    threads' AWS calls still count for this step; the first failure is raised."""
+    def attributed(release: str) -> None:
+        with attributed_to(K8sBootstrap.name):
+            action(release)
+    with ThreadPoolExecutor(max_workers=len(releases)) as pool:
+        for future in [pool.submit(attributed, release) for release in releases]:
+            future.result()
