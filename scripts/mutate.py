@@ -123,6 +123,15 @@ MUTANTS = [
            (("steps/langsmith.py", '        "clickhouse_native_port": "9000", "clickhouse_tls": "false"}))\n',
              '        "clickhouse_native_port": "9000", "clickhouse_tls": "false"}))\n    found.pop()\n'),),
            ("tests/test_chart_contracts.py", "-k", "default_password")),
+    Mutant("old-gateway-port-left-open", "after a gateway switch the cluster security group still admits the load "
+           "balancer on the old gateway's pod port (a real bug)",
+           (("steps/alb.py", "        if stale:\n            ec2.revoke_security_group_ingress(GroupId=cluster_group",
+             "        if False:\n            ec2.revoke_security_group_ingress(GroupId=cluster_group"),),
+           ("tests/test_day_two.py", "-k", "switching_gateway")),
+    Mutant("empty-target-group-unreported", "verify calls a target group with no target at all fine (a real gap)",
+           (("steps/alb.py", "            elif not health and self._something_serves(cfg):",
+             "            elif False:"),),
+           ("tests/test_kubernetes.py", "-k", "targets_are_the_ready")),
     Mutant("hook-jobs-left", "helm uninstall leaves the release's hook objects (LangSmith's migration Jobs) and "
            "nothing deletes them (found by installing the real chart)",
            (("steps/_releases.py", "    for hook in helm.hooks(release, namespace):", "    for hook in []:"),),
