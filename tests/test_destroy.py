@@ -6,6 +6,7 @@ fake cluster's request log), not from our output."""
 from __future__ import annotations
 
 import json
+import time
 
 import boto3
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from provisioner.simulation.calls import LOG
 from tests.census import census, changes_since, world
 from tests.conftest import REGION, run_cli, write_config
-from tests.faults import run_until_crash
+from tests.faults import install_session_hooks, run_until_crash
 from tests.sweep import limit_to
 
 DEPLOYMENT = "acme-test"
@@ -173,7 +174,7 @@ def _index(entries: list, wanted) -> list[int]:
     return [n for n, entry in enumerate(entries) if wanted(entry)]
 
 
-def test_destroy_order_as_aws_and_the_cluster_saw_it(before, kube_server, tmp_path):
+def test_destroy_order_as_aws_and_the_cluster_saw_it(before, kube_server, tmp_path, monkeypatch):
     """At the default parallelism: the web ACL is disassociated before it is deleted, every
     listener is gone before the certificate and the zone it uses, the TargetGroupBinding
     is deleted while the load balancer controller that cleans it up still runs, and the
@@ -183,13 +184,23 @@ def test_destroy_order_as_aws_and_the_cluster_saw_it(before, kube_server, tmp_pa
     assert run_cli("apply", config, "--yes").code == 0
     mark = LOG.mark()
     kube_server.cluster.requests.clear()
+    # The load balancer takes a moment to reach its listeners, as on AWS: were the certificate's
+    # and zone's step not waiting for it, it would try them meanwhile.
+    slowed = []
+    install_session_hooks(monkeypatch, **{"before-call.elastic-load-balancing-v2.DescribeListeners":
+                                          lambda **_: slowed.append(time.sleep(1))})
     assert run_cli("destroy", config, "--yes").code == 0
+    assert slowed
     calls = [c.operation for c in LOG.since(mark, caller="testing") if c.mutating and c.succeeded]
     assert calls.count("DisassociateWebACL") == 1 and calls.count("DeleteWebACL") == 1
     assert calls.index("DisassociateWebACL") < calls.index("DeleteWebACL")
     listeners = _index(calls, lambda op: op == "DeleteListener")
     assert len(listeners) == 2 and max(listeners) < calls.index("DeleteCertificate")
     assert max(listeners) < calls.index("DeleteHostedZone")
+    # Not even tried before: a retry after an in-use refusal would hide the wrong order above.
+    tried = [c.operation for c in LOG.since(mark, caller="testing") if c.mutating]
+    last_listener = max(_index(tried, lambda op: op == "DeleteListener"))
+    assert last_listener < tried.index("DeleteCertificate") and last_listener < tried.index("DeleteHostedZone")
 
     deletes = [path for method, path in kube_server.cluster.requests if method == "DELETE"]
     release_records = {path.rsplit("/", 1)[-1].split(".")[4]: n for n, path in enumerate(deletes)
