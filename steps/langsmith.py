@@ -86,6 +86,7 @@ class StoreSecret:
     values_path: tuple[str, ...]  # where the store's `external` block sits in the chart values
     parameter: str  # the SSM leaf holding the password
     data: dict[str, str]  # the keys the chart's own Secret would hold, the password as CREDENTIAL
+    external: bool = False  # a store outside the cluster (the chart then runs none of its own)
 
 
 def store_secrets(ctx) -> list[StoreSecret]:
@@ -105,15 +106,15 @@ def store_secrets(ctx) -> list[StoreSecret]:
         pg = ctx.upstream("postgres")
         found.append(StoreSecret("langsmith-external-postgres", ("postgres",), "postgres-password", {
             "connection_url": f"{pg['username']}:{CREDENTIAL}@{pg['address']}:{pg['port']}/{pg['database']}"
-                              "?sslmode=require"}))
+                              "?sslmode=require"}, external=True))
     else:
         found.append(StoreSecret("langsmith-incluster-postgres", ("postgres",), "postgres-password", {
-            **_postgres_init("postgres"),
+            **_postgres_init(),
             "connection_url": f"postgres:{CREDENTIAL}@langsmith-postgres.{IN_CLUSTER}:5432/postgres"}))
     if cfg["redis_source"] == "external":
         redis = ctx.upstream("redis")
         found.append(StoreSecret("langsmith-external-redis", ("redis",), "redis-auth-token", {
-            "connection_url": f"rediss://:{CREDENTIAL}@{redis['address']}:{redis['port']}"}))
+            "connection_url": f"rediss://:{CREDENTIAL}@{redis['address']}:{redis['port']}"}, external=True))
     found.append(StoreSecret("langsmith-incluster-clickhouse", ("clickhouse",), "clickhouse-password", {
         "clickhouse_user": "default", "clickhouse_password": CREDENTIAL, "clickhouse_db": "default",
         "clickhouse_host": f"langsmith-clickhouse.{IN_CLUSTER}", "clickhouse_port": "8123",
@@ -121,16 +122,16 @@ def store_secrets(ctx) -> list[StoreSecret]:
     for product, feature in (("engineInsightsAgent", "insights"), ("polly", "polly")):
         found.append(StoreSecret(f"langsmith-{feature}-incluster-postgres", (product, "postgres"),
                                  f"{feature}-postgres-password", {
-                                     **_postgres_init("postgres"),
+                                     **_postgres_init(),
                                      "postgres_connection_url": f"postgres://postgres:{CREDENTIAL}@langsmith-standalone-"
                                                                 f"{feature}-postgres.{IN_CLUSTER}:5432/postgres"
                                                                 "?sslmode=disable"}))
     return found
 
 
-def _postgres_init(user: str) -> dict[str, str]:
-    """What the chart's Postgres StatefulSets read to initialise the database."""
-    return {"postgres_user": user, "postgres_password": CREDENTIAL, "postgres_db": "postgres"}
+def _postgres_init() -> dict[str, str]:
+    """What the chart's Postgres StatefulSets read to initialise the database (its default user and database)."""
+    return {"postgres_user": "postgres", "postgres_password": CREDENTIAL, "postgres_db": "postgres"}
 
 
 # Every name a store secret of ours may have had, whatever the modes since.
@@ -199,8 +200,7 @@ def langsmith_values(ctx) -> dict:
         node = values
         for key in store.values_path:
             node = node.setdefault(key, {})
-        node["external"] = {"existingSecretName": store.name,
-                            **({"enabled": True} if store.name.startswith("langsmith-external-") else {})}
+        node["external"] = {"existingSecretName": store.name, **({"enabled": True} if store.external else {})}
     gateway = cfg.gateway
     if gateway == "nginx":
         values["ingress"] = {"enabled": True, "ingressClassName": "nginx"}
@@ -238,7 +238,7 @@ class Langsmith(Step):
             kube.apply(external)
             ctx.record(f"externalsecret/{external['metadata']['name']}", external["metadata"]["name"])
         self._wait_for(ctx, lambda: all(kube.get("v1", "Secret", e["metadata"]["name"], NAMESPACE)
-                                        for e in connection_secrets(ctx)), "connection secrets from SSM", 120)
+                                        for e in wanted), "connection secrets from SSM", 120)
         if cfg["enable_split_dataplane"]:
             kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": AGENTS_NAMESPACE}})
         release = install_release(ctx, helm, RELEASE, langsmith_values(ctx))
